@@ -1,0 +1,37 @@
+"""Install megatron_wmss. CPU machines: `pip install torch==2.13.0` first (CPU wheel), then `pip install -e .[test]`."""
+from setuptools import find_packages, setup
+
+CORE = [
+    "torch>=2.4",
+    "megatron-core==0.16.1",  # newest on Python 3.11; the Dockerfile pins the same (docs/cpu.md)
+    "transformers>=4.51",
+    "tokenizers>=0.21",
+    "datasets>=3.0",
+    "safetensors>=0.4",
+    "math-verify>=0.7",
+    "numpy>=1.26",
+    "pyyaml>=6.0",
+    "tqdm>=4.66",
+    "psutil>=5.9",  # megatron dist_checkpointing hangs without it
+    "zstandard>=0.22",
+    "tensorboard>=2.16",
+    "matplotlib>=3.8",
+]
+EXTRAS = {
+    # GPU-only; apex comes from the NGC PyTorch container (see README).
+    "gpu": ["transformer-engine[pytorch]", "vllm", "nvidia-dali-cuda120"],
+    "test": ["pytest>=8", "pytest-timeout>=2.3"],
+}
+
+setup(
+    name="megatron_wmss",
+    version="0.1.0",
+    description="WMSS (Weak-Driven Learning) at cluster scale on Megatron-Core",
+    python_requires=">=3.11",
+    packages=find_packages(include=["megatron_wmss", "megatron_wmss.*"]),
+    package_data={"megatron_wmss": ["eval/benchmarks_data/*/*", "quickstart/*"]},
+    include_package_data=True,
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["wmss=megatron_wmss.cli:main"]},
+)
