@@ -1,0 +1,1 @@
+"""Compatibility layers (CPU-only megatron-core; lazily imported GPU extras)."""

@@ -1,0 +1,247 @@
+"""Run configuration: dataclasses with the paper's defaults, YAML recipes, dotted overrides, validation.
+
+Defaults follow the paper (App. E.5, B.6): AdamW, lr 1e-5, 10% warm-up, global batch 512, clip 1.0,
+max length 4096, alpha/beta/gamma = 0.1/0.8/0.1, lambda = 0.5, K = 1. The LR decay after warm-up is
+linear to 0, the HF Trainer default that the paper's TRL runs used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe or override is invalid; the message names the option."""
+
+
+@dataclass
+class ModelConfig:
+    hf_path: str = ""  # HF model directory (config.json, weights, tokenizer) the run starts from (M0)
+    params_dtype: str = "auto"  # auto = bf16 on GPU, fp32 on CPU; or fp32 / bf16 / fp16
+    transformer_impl: str = "auto"  # auto = transformer_engine when importable on CUDA, else local
+    make_vocab_size_divisible_by: int = 128  # padded vocab is a multiple of this times TP
+    fp8: Optional[str] = None  # None, "hybrid" or "e4m3" (Transformer Engine only)
+    fp8_recipe: str = "delayed"  # delayed / tensorwise / mxfp8 / blockwise
+    fp8_margin: int = 0
+    fp8_amax_history_len: int = 1024
+    fp8_amax_compute_algo: str = "max"
+    recompute_granularity: Optional[str] = None  # None, "full" or "selective"
+
+
+@dataclass
+class ParallelConfig:
+    tp: int = 1
+    pp: int = 1
+    cp: int = 1
+    vpp: Optional[int] = None
+    sequence_parallel: bool = False
+    use_distributed_optimizer: bool = False
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # prefix of the indexed dataset written by `wmss preprocess`
+    seq_length: int = 4096
+    pack: bool = False
+    seed: int = 1234
+
+
+@dataclass
+class TrainingConfig:
+    objective: str = "sft"  # "sft" or "wmss" (WD-JT)
+    epochs: float = 1.0
+    train_iters: Optional[int] = None  # overrides epochs when set
+    global_batch_size: int = 512
+    micro_batch_size: int = 1
+    lr: float = 1e-5
+    min_lr: float = 0.0
+    warmup_fraction: float = 0.1
+    lr_decay: str = "linear"  # linear / cosine / constant after warm-up
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    clip_grad: float = 1.0
+    seed: int = 1234
+    log_interval: int = 1
+    save_interval: int = 0  # 0 = only at the end
+    tensorboard: bool = True
+
+
+@dataclass
+class WmssConfig:
+    lam: float = 0.5  # Eq. 5 mixing weight of the strong logits
+    alpha: float = 0.1  # Eq. 9 weight of [-dH]_+
+    beta: float = 0.8  # Eq. 9 weight of H(strong)
+    gamma: float = 0.1  # Eq. 9 weight of [dH]_+
+    iterations: int = 1  # K in Algorithm 1
+    freeze_weak: bool = False  # paper Algorithm 1 trains both branches
+    selection_formula: str = "paper"  # "paper" (Eq. 9) or "reference" (public reference code)
+    dedupe: bool = True  # Section 4.2: duplicates removed from the drawn active set
+    num_draws: Optional[int] = None  # default |D|
+    sft_epochs: float = 1.0  # Phase 1
+
+
+@dataclass
+class EvalConfig:
+    benchmarks: list = field(default_factory=lambda: [
+        "math500", "gsm8k", "aime25", "amc23", "svamp", "mawps", "aqua"])
+    backend: str = "auto"  # auto = vllm on GPU, transformers on CPU
+    max_new_tokens: int = 4096
+    max_new_tokens_long: int = 8192  # AIME / AMC
+    num_samples: int = 1
+    temperature: float = 0.0
+    top_p: float = 0.95
+    pass_at_k: list = field(default_factory=lambda: [1])
+    limit: Optional[int] = None  # evaluate only the first N problems of each benchmark
+
+
+@dataclass
+class Config:
+    run_dir: str = "runs/wmss"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    wmss: WmssConfig = field(default_factory=WmssConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _coerce(value: Any, annotation: Any, option: str) -> Any:
+    """Check/convert one YAML value to the field's declared type."""
+    if get_origin(annotation) is Optional or (get_origin(annotation) is not None and type(None) in get_args(annotation)):
+        if value is None:
+            return None
+        annotation = next(a for a in get_args(annotation) if a is not type(None))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{option}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{option}: expected an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{option}: expected a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{option}: expected a string, got {value!r}")
+    if annotation is list or get_origin(annotation) is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        raise ConfigError(f"{option}: expected a list, got {value!r}")
+    return value
+
+
+def _apply(obj: Any, values: dict, prefix: str = "") -> None:
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        option = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown option '{option}' (known: {', '.join(sorted(names))})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{option}: expected a mapping of options, got {value!r}")
+            _apply(current, value, prefix=f"{option}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], option))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'training.lr=2e-5' -> (['training', 'lr'], 2e-05); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like section.option=value")
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    if isinstance(value, str) and value.lower() in ("none", "null"):
+        value = None
+    return key.strip().split("."), value
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Build a Config from defaults <- YAML recipe <- dotted overrides, then validate it."""
+    cfg = Config()
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(f"recipe file not found: {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+        _apply(cfg, loaded)
+    for text in overrides:
+        keys, value = parse_override(text)
+        nested: Any = value
+        for k in reversed(keys):
+            nested = {k: nested}
+        _apply(cfg, nested)
+    validate(cfg)
+    return cfg
+
+
+def _check(condition: bool, option: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{option}: {message}")
+
+
+def validate(cfg: Config) -> None:
+    """One pass over every option before any compute; raises ConfigError naming the option."""
+    m, p, d, t, w, e = cfg.model, cfg.parallel, cfg.data, cfg.training, cfg.wmss, cfg.eval
+    _check(m.params_dtype in ("auto", "fp32", "bf16", "fp16"), "model.params_dtype", "one of auto/fp32/bf16/fp16")
+    _check(m.transformer_impl in ("auto", "local", "transformer_engine"), "model.transformer_impl",
+           "one of auto/local/transformer_engine")
+    _check(m.fp8 in (None, "hybrid", "e4m3"), "model.fp8", "one of null/hybrid/e4m3")
+    _check(m.fp8 is None or m.transformer_impl != "local", "model.fp8", "FP8 needs transformer_impl "
+           "transformer_engine (or auto on a GPU with Transformer Engine)")
+    _check(m.fp8_recipe in ("delayed", "tensorwise", "mxfp8", "blockwise"), "model.fp8_recipe",
+           "one of delayed/tensorwise/mxfp8/blockwise")
+    _check(m.make_vocab_size_divisible_by >= 1, "model.make_vocab_size_divisible_by", "must be >= 1")
+    _check(m.recompute_granularity in (None, "full", "selective"), "model.recompute_granularity",
+           "one of null/full/selective")
+    for name in ("tp", "pp", "cp"):
+        _check(getattr(p, name) >= 1, f"parallel.{name}", "must be >= 1")
+    _check(p.vpp is None or p.vpp >= 2, "parallel.vpp", "null or >= 2")
+    _check(p.vpp is None or p.pp >= 2, "parallel.vpp", "virtual pipeline stages need parallel.pp >= 2")
+    _check(d.seq_length >= 2, "data.seq_length", "must be >= 2")
+    _check(t.objective in ("sft", "wmss"), "training.objective", "one of sft/wmss")
+    _check(t.epochs > 0, "training.epochs", "must be > 0")
+    _check(t.train_iters is None or t.train_iters > 0, "training.train_iters", "must be > 0")
+    _check(t.micro_batch_size >= 1, "training.micro_batch_size", "must be >= 1")
+    _check(t.global_batch_size >= t.micro_batch_size, "training.global_batch_size",
+           f"must be >= training.micro_batch_size ({t.micro_batch_size})")
+    _check(t.lr > 0, "training.lr", "must be > 0")
+    _check(0 <= t.min_lr <= t.lr, "training.min_lr", "must be in [0, training.lr]")
+    _check(0 <= t.warmup_fraction < 1, "training.warmup_fraction", "must be in [0, 1)")
+    _check(t.lr_decay in ("linear", "cosine", "constant"), "training.lr_decay", "one of linear/cosine/constant")
+    _check(t.clip_grad >= 0, "training.clip_grad", "must be >= 0 (0 disables clipping)")
+    _check(t.log_interval >= 1, "training.log_interval", "must be >= 1")
+    _check(t.save_interval >= 0, "training.save_interval", "must be >= 0")
+    _check(0.0 <= w.lam <= 1.0, "wmss.lam", f"lambda must be in [0, 1], got {w.lam}")
+    for name in ("alpha", "beta", "gamma"):
+        _check(getattr(w, name) >= 0, f"wmss.{name}", "must be >= 0")
+    _check(w.alpha + w.beta + w.gamma > 0, "wmss.alpha", "alpha + beta + gamma must be > 0")
+    _check(w.iterations >= 1, "wmss.iterations", "K must be >= 1")
+    _check(w.selection_formula in ("paper", "reference"), "wmss.selection_formula", "one of paper/reference")
+    _check(w.num_draws is None or w.num_draws >= 1, "wmss.num_draws", "must be >= 1")
+    _check(w.sft_epochs > 0, "wmss.sft_epochs", "must be > 0")
+    _check(e.backend in ("auto", "vllm", "transformers"), "eval.backend", "one of auto/vllm/transformers")
+    _check(e.num_samples >= 1, "eval.num_samples", "must be >= 1")
+    _check(all(isinstance(k, int) and 1 <= k <= e.num_samples for k in e.pass_at_k), "eval.pass_at_k",
+           f"each k must be an integer in [1, eval.num_samples={e.num_samples}]")
+
+
+def to_dict(cfg: Config) -> dict:
+    """Plain nested dict (for YAML dumps into run directories)."""
+    return dataclasses.asdict(cfg)

@@ -1,0 +1,1 @@
+"""Model construction (HF config -> megatron GPTModel) and the weak/strong pair."""
