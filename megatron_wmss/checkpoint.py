@@ -31,16 +31,59 @@ def save_model(model, directory: str | Path) -> None:
     dist_checkpointing.save(_unwrap(model).sharded_state_dict(), str(directory))
 
 
-def load_model(model, directory: str | Path) -> None:
-    """Load weights saved by `save_model` at any TP/PP layout into this rank's shard of `model`."""
+def load_model(model, directory: str | Path, *, prefix: str = "") -> None:
+    """Load weights saved by `save_model` at any TP/PP layout into this rank's shard of `model`.
+
+    `prefix` selects a sub-model of a checkpoint whose keys carry it (e.g. "strong." / "weak." in a pair
+    checkpoint)."""
     from megatron.core import dist_checkpointing
 
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {directory}")
     inner = _unwrap(model)
-    state = dist_checkpointing.load(inner.sharded_state_dict(), str(directory))
+    state = dist_checkpointing.load(inner.sharded_state_dict(prefix=prefix), str(directory))
+    if prefix:
+        state = {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state.items()}
     inner.load_state_dict(state, strict=False)
+
+
+HF_CONFIG_FILE = "hf_config.json"
+TOKENIZER_DIR = "tokenizer"
+
+
+def write_model_metadata(directory: str | Path, hf_config: dict, tokenizer_dir: str | Path | None) -> None:
+    """Record next to a checkpoint what rebuilding the model and exporting it to HF needs:
+    `<dir>/hf_config.json` and `<dir>/tokenizer/` (tokenizer, chat-template and generation files copied
+    from `tokenizer_dir`, usually the HF model directory). Call on one rank."""
+    import json
+    import shutil
+
+    from megatron_wmss.convert.hf_io import TOKENIZER_FILES
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / HF_CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n")
+    if tokenizer_dir is not None:
+        present = [n for n in TOKENIZER_FILES if (Path(tokenizer_dir) / n).is_file()]
+        if present:
+            (directory / TOKENIZER_DIR).mkdir(exist_ok=True)
+        for name in present:
+            if (Path(tokenizer_dir) / name).resolve() != (directory / TOKENIZER_DIR / name).resolve():
+                shutil.copyfile(Path(tokenizer_dir) / name, directory / TOKENIZER_DIR / name)
+
+
+def read_model_metadata(directory: str | Path) -> dict:
+    """{"hf_config": dict, "tokenizer_dir": Path or None} written by `write_model_metadata`."""
+    import json
+
+    directory = Path(directory)
+    path = directory / HF_CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {directory} carries no model metadata "
+                                "(written by `wmss convert hf-to-megatron` and by training checkpoints)")
+    tokenizer = directory / TOKENIZER_DIR
+    return {"hf_config": json.loads(path.read_text()), "tokenizer_dir": tokenizer if tokenizer.is_dir() else None}
 
 
 @torch.no_grad()

@@ -1,0 +1,12 @@
+"""HF <-> megatron checkpoint conversion for Qwen2/2.5, Qwen3 and Llama (see docs/convert.md).
+
+- `convert_hf_to_megatron(hf_dir, out_dir, ...)`: HF directory -> dist checkpoint loadable at any TP/PP.
+- `convert_megatron_to_hf(load_dir, out_dir, branch=None, ...)`: model or pair-branch checkpoint -> HF.
+- `cli.main(argv)`: the `wmss convert` / tools/convert_checkpoint.py command line.
+"""
+
+from megatron_wmss.convert.hf_to_megatron import convert_hf_to_megatron
+from megatron_wmss.convert.mappings import ConversionError
+from megatron_wmss.convert.megatron_to_hf import convert_megatron_to_hf
+
+__all__ = ["ConversionError", "convert_hf_to_megatron", "convert_megatron_to_hf"]
