@@ -1,0 +1,259 @@
+"""`wmss eval`: generate on the paper's math benchmarks, grade with math-verify, report pass@1/pass@k.
+
+    wmss eval --model HF_DIR --benchmarks all --output-dir runs/eval/m1            # greedy pass@1
+    wmss eval --model HF_DIR --paper-pass-k --backend vllm --output-dir runs/eval/m1-pk
+    wmss eval --compare runs/eval/sft runs/eval/wmss                               # per-benchmark deltas
+
+Rerunning the same command resumes from the per-sample files. See docs/eval.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from megatron_wmss.eval import results as res
+from megatron_wmss.eval.benchmarks import BENCHMARKS, load_benchmark, resolve_names
+from megatron_wmss.eval.grading import REASONS, Grader, GradingOptions, make_task
+from megatron_wmss.eval.metrics import math_avg, summarize_benchmark
+from megatron_wmss.eval.prompts import UNSET, effective_template, render, resolve_prompt_spec
+
+PAPER_PASS_K = dict(n=64, temperature=0.7, top_p=0.95, k="1,4,8,16,32,64", benchmarks="aime25,amc23,math500")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wmss eval", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", help="HF model directory (config.json, weights, tokenizer)")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help="print per-benchmark deltas B - A between two summary.json files or output dirs")
+    p.add_argument("--benchmarks", default=None,
+                   help=f"'all' or comma-separated from: {', '.join(BENCHMARKS)} [default: all]")
+    p.add_argument("--output-dir", default=None, help="[default: runs/eval/<model dir name>]")
+    p.add_argument("--limit", type=int, default=None, help="only the first N problems of each benchmark")
+    g = p.add_argument_group("prompt (must match training)")
+    g.add_argument("--manifest", help="data manifest <prefix>.manifest.json with chat_template / system_prompt")
+    g.add_argument("--chat-template", help="Jinja template string, a file holding one, or 'chatml'")
+    sp = g.add_mutually_exclusive_group()
+    sp.add_argument("--system-prompt", default=None, help="system prompt text [default: manifest, else the "
+                    "paper's tag-style DEFAULT_SYSTEM_PROMPT]")
+    sp.add_argument("--no-system-prompt", action="store_true", help="no system message")
+    g = p.add_argument_group("generation")
+    g.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
+                   help="vllm needs a GPU and `pip install 'megatron_wmss[gpu]'` [default: %(default)s]")
+    g.add_argument("--max-new-tokens", type=int, default=None,
+                   help="override the per-benchmark limit (paper: 4096; 8192 for AIME25/AMC23)")
+    g.add_argument("--n", type=int, default=None, help="samples per problem [default: 1]")
+    g.add_argument("--temperature", type=float, default=None, help="0 = greedy [default: 0]")
+    g.add_argument("--top-p", type=float, default=None, help="[default: 1.0]")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed (+ problem index per prompt) [default: %(default)s]")
+    g.add_argument("--k", default=None, help="comma-separated k for pass@k (k <= n) [default: 1]")
+    g.add_argument("--paper-pass-k", action="store_true",
+                   help="paper App. B.9: n=64, T=0.7, top-p 0.95, k=1,4,8,16,32,64 on AIME25/AMC23/MATH500 "
+                   "(explicit options still win)")
+    g.add_argument("--chunk-size", type=int, default=None,
+                   help="problems generated+graded+saved per step (resume granularity) "
+                   "[default: 256 for vllm, --batch-size for transformers]")
+    g.add_argument("--batch-size", type=int, default=8, help="transformers backend batch size [default: %(default)s]")
+    g.add_argument("--device", default="cpu", help="transformers backend device [default: %(default)s]")
+    g.add_argument("--dtype", default="auto", help="float32 | bfloat16 | float16 | auto (float32 on CPU) [default: %(default)s]")
+    g.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm [default: %(default)s]")
+    g.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm [default: %(default)s]")
+    g.add_argument("--max-model-len", type=int, default=None, help="vllm [default: from the model config]")
+    g.add_argument("--enforce-eager", action="store_true", help="vllm: no CUDA graphs")
+    g = p.add_argument_group("grading")
+    g.add_argument("--grade-timeout", type=float, default=5.0, help="seconds per grading call [default: %(default)s]")
+    g.add_argument("--grade-workers", type=int, default=min(8, os.cpu_count() or 1), help="grading processes [default: %(default)s]")
+    g.add_argument("--lenient-extraction", action="store_true",
+                   help="when a response has no \\boxed{}, fall back to math-verify anchors / last number / "
+                   "'answer is (X)' (default: strict boxed extraction, as in the paper)")
+    g.add_argument("--numeric-rel-tol", type=float, default=1e-4,
+                   help="relative tolerance for non-integer numeric references [default: %(default)s]")
+    g = p.add_argument_group("run control")
+    g.add_argument("--regrade", action="store_true", help="re-grade stored responses with the current grading options")
+    g.add_argument("--overwrite", action="store_true",
+                   help="discard everything already in --output-dir (samples of all benchmarks, summary)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _ks(text: str) -> list[int]:
+    try:
+        ks = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise ValueError(f"--k {text!r}: expected comma-separated integers") from None
+    if not ks or ks[0] < 1:
+        raise ValueError(f"--k {text!r}: every k must be >= 1")
+    return ks
+
+
+def _settings(args) -> dict:
+    """Resolve the --paper-pass-k preset against explicit options."""
+    preset = PAPER_PASS_K if args.paper_pass_k else {}
+    pick = lambda name, default: getattr(args, name) if getattr(args, name) is not None else preset.get(name, default)  # noqa: E731
+    return dict(n=pick("n", 1), temperature=pick("temperature", 0.0), top_p=pick("top_p", 1.0),
+                ks=_ks(pick("k", "1")), benchmarks=resolve_names(pick("benchmarks", "all")))
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from megatron_wmss import __version__
+    from megatron_wmss.eval.backends import SamplingConfig, check_model_dir, load_tokenizer, make_backend
+
+    st = _settings(args)
+    if args.backend == "vllm":  # fail before anything is written
+        from megatron_wmss.compat.optional import require
+
+        require("vllm")
+    model_dir = check_model_dir(args.model).resolve()
+    out = Path(args.output_dir or Path("runs") / "eval" / model_dir.name)
+    system = None if args.no_system_prompt else (UNSET if args.system_prompt is None else args.system_prompt)
+    spec = resolve_prompt_spec(args.manifest, args.chat_template, system)
+    tokenizer = load_tokenizer(model_dir)
+    if spec.train_vocab_size is not None and spec.train_vocab_size != len(tokenizer):
+        print(f"wmss eval: warning: --manifest tokenizer has {spec.train_vocab_size} tokens, the model's has "
+              f"{len(tokenizer)}: is this the tokenizer the model was trained with?", file=sys.stderr)
+    sampling = {"n": st["n"], "temperature": st["temperature"], "top_p": st["top_p"], "seed": args.seed}
+    configs = {b: SamplingConfig(args.max_new_tokens or BENCHMARKS[b].max_new_tokens, st["n"], st["temperature"],
+                                 st["top_p"], args.seed) for b in st["benchmarks"]}
+    options = GradingOptions(args.grade_timeout, not args.lenient_extraction, args.numeric_rel_tol)
+    config = {
+        "model": str(model_dir),
+        "prompt": {"chat_template": effective_template(spec, tokenizer), "system_prompt": spec.system_prompt,
+                   "eot_token": spec.eot_token, "source": spec.source},
+        "sampling": sampling,
+        "max_new_tokens": args.max_new_tokens,  # None = per-benchmark paper defaults
+        "grading": {"timeout_s": options.timeout_s, "require_box": options.require_box,
+                    "numeric_rel_tol": options.numeric_rel_tol},
+        "backend": args.backend, "wmss_version": __version__,
+    }
+    if args.overwrite:
+        res.discard_outputs(out)
+    res.check_or_write_config(out, config, ignore=("grading",) if args.regrade else ())
+    if max(st["ks"]) > st["n"]:
+        print(f"wmss eval: note: pass@k is only reported for k <= n = {st['n']} "
+              f"(skipping k = {[k for k in st['ks'] if k > st['n']]})", file=sys.stderr)
+    print(f"wmss eval: {model_dir} -> {out} ({'greedy' if st['temperature'] == 0 else 'sampled'}, "
+          f"n={st['n']}, backend={args.backend}; prompt {spec.source})", file=sys.stderr)
+
+    backend = None
+    per_bench: dict[str, dict] = {}
+    show = not args.no_progress
+    with Grader(options, workers=max(0, args.grade_workers)) as grader:
+        for name in st["benchmarks"]:
+            problems = load_benchmark(name, limit=args.limit)
+            cfg, path = configs[name], res.samples_path(out, name)
+            done = res.load_samples(path, cfg.n)
+            if args.regrade and done:
+                _regrade(done, path, grader, load_benchmark(name), show)
+            todo = [(pos, p) for pos, p in enumerate(problems) if p.id not in done]
+            chunk = max(1, args.chunk_size or (256 if args.backend == "vllm" else args.batch_size))
+            bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=name, unit="problem",
+                       disable=not show, dynamic_ncols=True)
+            for start in range(0, len(todo), chunk):
+                if backend is None:
+                    backend = make_backend(args.backend, model_dir, device=args.device, dtype=args.dtype,
+                                           batch_size=args.batch_size, tensor_parallel_size=args.tensor_parallel_size,
+                                           gpu_memory_utilization=args.gpu_memory_utilization,
+                                           max_model_len=args.max_model_len, seed=args.seed,
+                                           enforce_eager=args.enforce_eager,
+                                           stop_tokens=[spec.eot_token] if spec.eot_token else [])
+                part = todo[start:start + chunk]
+                _run_chunk(part, name, cfg, spec, tokenizer, backend, grader, path, show)
+                bar.update(len(part))
+            bar.close()
+            kept = res.load_samples(path, cfg.n)
+            records = [r for p in problems for r in kept[p.id]]
+            per_bench[name] = {**summarize_benchmark(records, st["ks"]), "max_new_tokens": cfg.max_new_tokens,
+                               "limit": args.limit}
+    summary = _summary(out, config, st, args, per_bench)
+    json_path, md_path = res.write_summary(out, summary)
+    print(res.markdown_table(summary))
+    print(f"wrote {json_path}, {md_path}, samples in {out / 'samples'}", file=sys.stderr)
+    return 0
+
+
+def _run_chunk(part, name, cfg, spec, tokenizer, backend, grader, path, show) -> None:
+    """Generate, grade and append the samples of one chunk of (position, Problem)."""
+    from tqdm import tqdm
+
+    rendered = [render(p.problem, spec, tokenizer) for _, p in part]
+    gens = backend.generate([ids for _, ids in rendered], cfg, [cfg.seed + pos for pos, _ in part])
+    if len(gens) != len(part) or any(len(gs) != cfg.n for gs in gens):
+        raise RuntimeError(f"backend returned {[len(gs) for gs in gens]} generations for {len(part)} prompts, "
+                           f"expected {cfg.n} each")
+    tasks = [make_task(g.text, p.reference, p.answer_type, p.choices) for (_, p), gs in zip(part, gens) for g in gs]
+    with tqdm(total=len(tasks), desc=f"{name} grading", unit="sample", leave=False, disable=not show) as gbar:
+        grades = grader.grade_many(tasks, progress=gbar)
+    records, it = [], iter(grades)
+    for ((_, p), (text, _)), gs in zip(zip(part, rendered), gens):
+        for i, g in enumerate(gs):
+            grade = next(it)
+            records.append({"benchmark": name, "id": p.id, "sample": i, "prompt": text, "response": g.text,
+                            "extracted": grade.extracted, "correct": grade.correct, "reason": grade.reason,
+                            "reference": p.reference, "finish_reason": g.finish_reason, "num_tokens": g.num_tokens})
+    res.append_samples(path, records)
+
+
+def _regrade(done: dict, path: Path, grader: Grader, problems, show: bool) -> None:
+    from tqdm import tqdm
+
+    by_id = {p.id: p for p in problems}
+    recs = [r for rs in done.values() for r in rs if r["id"] in by_id]
+    tasks = [make_task(r["response"], by_id[r["id"]].reference, by_id[r["id"]].answer_type, by_id[r["id"]].choices)
+             for r in recs]
+    with tqdm(total=len(tasks), desc=f"{path.stem} regrading", unit="sample", leave=False, disable=not show) as bar:
+        grades = grader.grade_many(tasks, progress=bar)
+    for r, g in zip(recs, grades):
+        r.update(extracted=g.extracted, correct=g.correct, reason=g.reason)
+    res.write_samples(path, recs)
+
+
+def _summary(out: Path, config: dict, st: dict, args, per_bench: dict) -> dict:
+    previous = {}  # other benchmarks evaluated earlier into this directory with the same fingerprint
+    if not (args.overwrite or args.regrade):
+        try:
+            previous = res.load_summary(out).get("benchmarks", {})
+        except (FileNotFoundError, ValueError):
+            pass
+    benches = {**{k: v for k, v in previous.items() if k not in per_bench}, **per_bench}
+    complete = all(b in benches and benches[b]["problems"] == BENCHMARKS[b].rows for b in BENCHMARKS)
+    return {
+        "model": config["model"], "backend": config["backend"],
+        "mode": "greedy" if st["temperature"] == 0 else "sampled",
+        "sampling": config["sampling"], "prompt": {k: config["prompt"][k] for k in ("system_prompt", "source")},
+        "grading": config["grading"], "limit": args.limit,
+        "benchmarks": {k: benches[k] for k in res.order_benchmarks(benches)},
+        "math_avg": math_avg(benches), "math_avg_over": res.order_benchmarks(benches), "complete": complete,
+        "reasons_legend": list(REASONS), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "wmss_version": config["wmss_version"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `wmss eval` (argv without the leading 'eval')."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.compare:
+            a, b = (res.load_summary(x) for x in args.compare)
+            print(res.compare_table(a, b, *args.compare))
+            return 0
+        if not args.model:
+            parser.error("--model is required (or --compare A B)")
+        return run(args)
+    except KeyboardInterrupt:
+        print("\nwmss eval: interrupted; rerun the same command to resume from the sample files", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as err:
+        if os.environ.get("WMSS_DEBUG"):
+            raise
+        print(f"wmss eval: error: {err} (WMSS_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
