@@ -89,6 +89,7 @@ class WmssConfig:
 
 @dataclass
 class EvalConfig:
+    enabled: bool = False  # `wmss run` evaluates the final model when true
     benchmarks: list = field(default_factory=lambda: [
         "math500", "gsm8k", "aime25", "amc23", "svamp", "mawps", "aqua"])
     backend: str = "auto"  # auto = vllm on GPU, transformers on CPU

@@ -8,6 +8,7 @@ exported embeddings can be un-padded.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -173,11 +174,37 @@ def layer_spec(arch: ArchInfo):
     return gpt_layer_specs.get_gpt_layer_local_spec(qk_layernorm=arch.qk_layernorm, normalization="RMSNorm")
 
 
+@functools.lru_cache(maxsize=1)
+def _hidden_state_gpt_model_cls():
+    from megatron.core.models.gpt import GPTModel
+
+    class HiddenStateGPTModel(GPTModel):
+        """GPTModel that, with `return_hidden = True`, ends its last stage at the final norm and returns
+        the hidden states [s, b, h], so the LM head's loss (the fused mixed CE) can own the output
+        projection. With `return_hidden = False` (default) it is exactly GPTModel."""
+
+        return_hidden = False
+
+        def _postprocess(self, hidden_states, **kwargs):
+            if self.return_hidden:
+                return hidden_states
+            return super()._postprocess(hidden_states, **kwargs)
+
+        def output_weight(self):
+            """This stage's output-layer weight shard [V/tp, h] (the embedding when tied)."""
+            if self.share_embeddings_and_output_weights:
+                return self.shared_embedding_or_output_weight()
+            return self.output_layer.weight
+
+    return HiddenStateGPTModel
+
+
 def build_gpt_model(tcfg, arch: ArchInfo, *, pre_process: bool | None = None, post_process: bool | None = None,
                     vp_stage: int | None = None):
     """A GPTModel for this rank's pipeline stage (stage flags default to megatron's parallel_state)."""
     from megatron.core import parallel_state
-    from megatron.core.models.gpt import GPTModel
+
+    GPTModel = _hidden_state_gpt_model_cls()
 
     if pre_process is None:
         pre_process = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage)

@@ -1,0 +1,113 @@
+"""WD-DS scoring pass: per-sample token-averaged predictive entropy of the weak (M_{t-1}) and strong
+(M_t) models over the supervised target positions (paper Eq. 7).
+
+Forward-only (no autograd, no optimizer state): both models run as a WeakStrongPair through megatron's
+schedules under TP/PP/DP; the last stage computes the vocab-parallel fp32 entropy from the final hidden
+states (never the full logits). The dataset gives labels already shifted (labels[t] = token t+1, and
+loss_mask[t] = 1 iff labels[t] is supervised), so the distribution at position t, the one that predicts
+the supervised token, is the one averaged. Results are appended per micro-batch to
+`<out>/scores/rank<dp>.jsonl`, keyed by the stable sample id, so an interrupted pass resumes where it
+stopped (also at another data-parallel size).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+
+def read_scores(out_dir: str | Path) -> dict[str, dict]:
+    """Every completed sample's record {id, h_strong, h_weak, tokens}, from all rank files."""
+    records = {}
+    for path in sorted((Path(out_dir) / "scores").glob("rank*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line torn by a kill: that sample is scored again
+                continue
+            records[record["id"]] = record
+    return records
+
+
+def _entropy_forward_step(data_iterator, model):
+    from megatron_wmss.losses import linear_vocab_parallel_entropy
+
+    batch = next(data_iterator)
+    if torch.cuda.is_available():
+        batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}
+    output = model(batch["tokens"], batch["position_ids"], attention_mask=None)
+
+    def per_sample_entropy(hidden):
+        h_strong, h_weak = hidden
+        mask = batch["loss_mask"].float().transpose(0, 1)  # [s, b]
+        sums = {}
+        for name, h, branch in (("h_strong", h_strong, model.strong), ("h_weak", h_weak, model.weak)):
+            entropy = linear_vocab_parallel_entropy(h, branch.output_weight())  # [s, b] fp32
+            sums[name] = (entropy.double() * mask).sum(dim=0)
+        sums["tokens"] = mask.double().sum(dim=0)
+        return torch.zeros(()), sums
+
+    return output, per_sample_entropy
+
+
+def score_dataset(pair, dataset, out_dir: str | Path, *, micro_batch_size: int, seq_length: int,
+                  progress: bool = True) -> dict[str, dict]:
+    """Score every sample of `dataset` not yet in `out_dir`; return all records (on every rank)."""
+    from megatron.core import parallel_state
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    from megatron_wmss.data import dp_shard
+    from megatron_wmss.distributed import current_layout
+
+    layout = current_layout()
+    out_dir = Path(out_dir)
+    done = read_scores(out_dir)
+    todo = [i for i, sid in enumerate(dataset.sample_ids) if sid not in done]
+    mine = dp_shard(todo, layout.dp_rank, layout.dp, drop_last=False).tolist() if todo else []
+    steps = torch.tensor([len(mine)])
+    dist.all_reduce(steps, op=dist.ReduceOp.MAX)  # every rank runs the same number of micro-batches
+    writer = layout.is_last_stage and layout.tp_rank == 0
+    path = out_dir / "scores" / f"rank{layout.dp_rank}.jsonl"
+    if writer:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    bar = None
+    if progress and writer and layout.dp_rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="WD-DS scoring", unit="sample", disable=None)
+    forward_backward = get_forward_backward_func()
+    pair.eval()
+    for start in range(0, int(steps.item()), micro_batch_size):
+        indices = mine[start:start + micro_batch_size] or mine[-1:] or [0]
+        indices = indices + indices[-1:] * (micro_batch_size - len(indices))  # pad the last micro-batch
+        items = [dataset[i] for i in indices]
+        batch = {k: torch.stack([it[k] for it in items]) for k in ("tokens", "labels", "loss_mask", "position_ids")}
+        with torch.no_grad():
+            results = forward_backward(forward_step_func=_entropy_forward_step, data_iterator=iter([batch]),
+                                       model=pair, num_microbatches=1, seq_length=seq_length,
+                                       micro_batch_size=micro_batch_size, forward_only=True)
+        if not writer:
+            continue
+        sums, lines, seen = results[0], [], set()
+        valid = mine[start:start + micro_batch_size]
+        for j, i in enumerate(indices[:len(valid)]):
+            sid = dataset.sample_ids[i]
+            if sid in seen:
+                continue
+            seen.add(sid)
+            tokens = sums["tokens"][j].item()
+            lines.append(json.dumps({"id": sid, "tokens": int(tokens),
+                                     "h_strong": sums["h_strong"][j].item() / max(tokens, 1.0),
+                                     "h_weak": sums["h_weak"][j].item() / max(tokens, 1.0)}))
+        with path.open("a") as fh:
+            fh.write("".join(line + "\n" for line in lines))
+        if bar is not None:
+            bar.update(len(valid) * layout.dp)
+    if bar is not None:
+        bar.close()
+    dist.barrier()
+    del parallel_state
+    return read_scores(out_dir)

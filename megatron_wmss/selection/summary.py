@@ -1,0 +1,91 @@
+"""From per-sample entropies to the active set: weights (Eq. 9), draw, files and a readable summary.
+
+Writes into the selection directory: `active_set.txt` (sample ids, one per line; repeated ids kept
+in draw order when dedupe is off), `summary.json`, and `entropy_hist.png`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from megatron_wmss.selection.weights import sample_active_set, selection_weights
+
+# App. B.5: mixing adds little when weak and strong are nearly equally uncertain. Warn when the mean
+# |dH| is below this fraction of the mean strong entropy.
+SEPARATION_WARNING_RATIO = 0.05
+
+
+def _stats(values: np.ndarray) -> dict:
+    q = np.quantile(values, [0.1, 0.5, 0.9])
+    return {"mean": float(values.mean()), "std": float(values.std()), "min": float(values.min()),
+            "p10": float(q[0]), "median": float(q[1]), "p90": float(q[2]), "max": float(values.max())}
+
+
+def select_active_set(scores: dict[str, dict], sample_ids: list[str], wmss_cfg, seed: int) -> dict:
+    """Weights, draw and diagnostics for the samples in `sample_ids` order (all must be scored)."""
+    missing = [sid for sid in sample_ids if sid not in scores]
+    if missing:
+        raise ValueError(f"{len(missing)} samples have no entropy score (first: {missing[0]})")
+    hs = np.array([scores[sid]["h_strong"] for sid in sample_ids])
+    hw = np.array([scores[sid]["h_weak"] for sid in sample_ids])
+    a, b, g = wmss_cfg.alpha, wmss_cfg.beta, wmss_cfg.gamma
+    weights = selection_weights(hs, hw, a, b, g, formula=wmss_cfg.selection_formula)
+    drawn = sample_active_set(weights, wmss_cfg.num_draws, seed=seed, dedupe=wmss_cfg.dedupe)
+    delta = hs - hw
+    terms = np.stack([a * np.maximum(-delta, 0), b * hs, g * np.maximum(delta, 0)])  # Eq. 9 terms
+    dominant = np.bincount(terms.argmax(axis=0), minlength=3) / len(sample_ids)
+    separation = float(np.abs(delta).mean() / max(hs.mean(), 1e-12))
+    summary = {
+        "num_samples": len(sample_ids), "num_draws": int(wmss_cfg.num_draws or len(sample_ids)),
+        "dedupe": wmss_cfg.dedupe, "formula": wmss_cfg.selection_formula, "alpha": a, "beta": b, "gamma": g,
+        "seed": seed, "active_set_size": int(len(drawn)),
+        "selected_fraction": float(len(np.unique(drawn)) / len(sample_ids)),
+        "entropy_strong": _stats(hs), "entropy_weak": _stats(hw), "delta_h": _stats(delta),
+        "share_weak_more_uncertain": float((delta < 0).mean()),  # [-dH]_+ > 0
+        "share_strong_more_uncertain": float((delta > 0).mean()),  # [dH]_+ > 0
+        "share_dominant_term": {"alpha[-dH]+": float(dominant[0]), "beta*H_strong": float(dominant[1]),
+                                "gamma[dH]+": float(dominant[2])},
+        "mass_per_term": dict(zip(("alpha[-dH]+", "beta*H_strong", "gamma[dH]+"),
+                                  (terms.sum(axis=1) / max(terms.sum(), 1e-300)).tolist())),
+        "separation": separation,
+        "warnings": [],
+    }
+    if separation < SEPARATION_WARNING_RATIO:
+        summary["warnings"].append(
+            f"weak and strong entropies are close (mean |dH| = {separation:.3f} x mean H_strong): the "
+            "mixed logits add little signal (paper App. B.5); consider a weaker M_(t-1) or more Phase-1 SFT")
+    return {"ids": [sample_ids[i] for i in drawn], "weights": weights, "summary": summary, "h_strong": hs,
+            "h_weak": hw}
+
+
+def write_selection(out_dir: str | Path, selection: dict) -> None:
+    """active_set.txt (atomic), summary.json and entropy_hist.png."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _histogram(out_dir / "entropy_hist.png", selection["h_strong"], selection["h_weak"])
+    (out_dir / "summary.json").write_text(json.dumps(selection["summary"], indent=1))
+    tmp = out_dir / "active_set.txt.tmp"
+    tmp.write_text("".join(sid + "\n" for sid in selection["ids"]))
+    tmp.replace(out_dir / "active_set.txt")
+
+
+def _histogram(path: Path, hs: np.ndarray, hw: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    bins = np.linspace(0, max(hs.max(), hw.max()) * 1.05 + 1e-9, 40)
+    left.hist(hw, bins=bins, alpha=0.6, label="weak M_(t-1)")
+    left.hist(hs, bins=bins, alpha=0.6, label="strong M_t")
+    left.set_xlabel("token-averaged entropy (Eq. 7)")
+    left.legend()
+    right.hist(hs - hw, bins=40, color="gray")
+    right.set_xlabel("dH = H_strong - H_weak (Eq. 8)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,85 @@
+"""`wmss train`: SFT or WD-JT training from a recipe (launch with torchrun for TP/PP/DP).
+
+  torchrun --nproc_per_node=8 -m megatron_wmss.cli train --config examples/qwen3_4b_wmss.yaml \
+      --init-strong ckpt/M1 --init-weak ckpt/M0 training.objective=wmss parallel.tp=2
+
+Starting weights are model checkpoints (`wmss convert hf-to-megatron`, or a branch exported by an
+earlier run); the architecture comes from their hf_config.json (else `model.hf_path`). Resumes from
+`<run_dir>/checkpoints/latest` unless --no-resume. At the end each branch is exported to
+`<run_dir>/export/{strong,weak}` (or `model` for SFT).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="wmss train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML recipe")
+    parser.add_argument("overrides", nargs="*", help="section.option=value")
+    parser.add_argument("--init-model", help="SFT: starting model checkpoint")
+    parser.add_argument("--init-strong", help="WD-JT: strong branch checkpoint (M_t)")
+    parser.add_argument("--init-weak", help="WD-JT: weak branch checkpoint (M_{t-1})")
+    parser.add_argument("--active-set", help="train only on the sample ids in this file (WD-DS output)")
+    parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints in run_dir")
+    parser.add_argument("--no-export", action="store_true")
+    return parser.parse_args(argv)
+
+
+def open_dataset(cfg):
+    from megatron_wmss.data import SFTDataset, read_manifest
+
+    tokenizer = read_manifest(cfg.data.path).get("tokenizer", {})
+    pad = tokenizer.get("pad_token_id")
+    if pad is None:
+        pad = tokenizer.get("eos_token_id") or 0
+    return SFTDataset(cfg.data.path, cfg.data.seq_length, pad_token_id=int(pad), seed=cfg.data.seed,
+                      pack=cfg.data.pack)
+
+
+def resolve_architecture(cfg, init: dict) -> tuple[dict, Path | None]:
+    """(HF config dict, tokenizer dir) from the first init checkpoint's metadata, else model.hf_path."""
+    from megatron_wmss.checkpoint import read_model_metadata
+    from megatron_wmss.models.build import load_hf_config
+
+    for path in init.values():
+        if path:
+            meta = read_model_metadata(path)
+            return meta["hf_config"], meta["tokenizer_dir"]
+    if not cfg.model.hf_path:
+        raise SystemExit("wmss train: give --init-model/--init-strong or set model.hf_path")
+    return load_hf_config(cfg.model.hf_path), Path(cfg.model.hf_path)
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    from megatron_wmss import distributed
+    from megatron_wmss.config import load_config
+    from megatron_wmss.training.export import export_branches
+    from megatron_wmss.training.loop import train
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.training.objective == "sft":
+        init = {"model": args.init_model}
+    else:
+        if not (args.init_strong and args.init_weak):
+            raise SystemExit("wmss train: training.objective=wmss needs --init-strong and --init-weak")
+        init = {"strong": args.init_strong, "weak": args.init_weak}
+    hf_config, tokenizer_dir = resolve_architecture(cfg, init)
+    distributed.initialize(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp, vpp=cfg.parallel.vpp,
+                           seed=cfg.training.seed)
+    dataset = open_dataset(cfg)
+    if args.active_set:
+        from megatron_wmss.training.batches import ActiveSubset
+
+        dataset = ActiveSubset.from_file(dataset, args.active_set)
+    result = train(cfg, dataset=dataset, hf_config=hf_config, init=init,
+                   run_dir=cfg.run_dir, resume=not args.no_resume)
+    if not args.no_export:
+        export_branches(result.model, Path(cfg.run_dir) / "export", hf_config, tokenizer_dir)
+    distributed.print_rank0(f"wmss train: done, {result.steps} steps, checkpoint {result.checkpoint}")
+    distributed.destroy()
+    return 0

@@ -1,0 +1,87 @@
+"""Which samples each step and each data-parallel rank trains on, deterministically.
+
+The sample stream is the concatenation of per-epoch shuffles (`dataset.epoch_order(e)`, the same on
+every rank). Step k trains on stream positions [k*G, (k+1)*G) for global batch G; data-parallel rank r
+takes the r-th contiguous G/dp slice, split into micro-batches. The number of steps is
+ceil(epochs * N / G) unless `train_iters` is given, so the last step may reach into the next epoch's
+shuffle rather than drop samples. The only state is the step number, which makes resume exact.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class GlobalBatchSchedule:
+    def __init__(self, dataset, *, global_batch_size: int, micro_batch_size: int, dp_size: int, dp_rank: int,
+                 epochs: float = 1.0, train_iters: int | None = None):
+        per_rank, remainder = divmod(global_batch_size, dp_size)
+        if remainder or per_rank % micro_batch_size:
+            raise ValueError(
+                f"training.global_batch_size={global_batch_size} must be a multiple of "
+                f"training.micro_batch_size * data-parallel size = {micro_batch_size} * {dp_size}")
+        if len(dataset) == 0:
+            raise ValueError("the training dataset is empty")
+        self.dataset = dataset
+        self.global_batch_size = global_batch_size
+        self.micro_batch_size = micro_batch_size
+        self.dp_rank = dp_rank
+        self.per_rank = per_rank
+        self.num_microbatches = per_rank // micro_batch_size
+        self.total_steps = train_iters or max(1, math.ceil(epochs * len(dataset) / global_batch_size))
+        self._orders: dict[int, list[int]] = {}
+
+    def _sample_at(self, position: int) -> int:
+        epoch, offset = divmod(position, len(self.dataset))
+        if epoch not in self._orders:
+            self._orders = {epoch: self.dataset.epoch_order(epoch).tolist()}  # keep one epoch cached
+        return self._orders[epoch][offset]
+
+    def rank_samples(self, step: int) -> list[int]:
+        """This rank's dataset indices for `step`, in micro-batch order."""
+        start = step * self.global_batch_size + self.dp_rank * self.per_rank
+        return [self._sample_at(p) for p in range(start, start + self.per_rank)]
+
+    def micro_batches(self, step: int) -> list[dict]:
+        """This rank's micro-batches for `step`, each a dict of stacked [b, s] tensors + sample ids."""
+        samples = [self.dataset[i] for i in self.rank_samples(step)]
+        out = []
+        for m in range(self.num_microbatches):
+            chunk = samples[m * self.micro_batch_size:(m + 1) * self.micro_batch_size]
+            batch = {k: torch.stack([s[k] for s in chunk]) for k in ("tokens", "labels", "loss_mask", "position_ids")}
+            batch["sample_ids"] = [s["sample_id"] for s in chunk]
+            out.append(batch)
+        return out
+
+
+class ActiveSubset(torch.utils.data.Dataset):
+    """The WD-DS active set as a view of the full dataset. Ids may repeat (wmss.dedupe=false keeps the
+    drawn multiset): a repeated id is trained on as often as it was drawn."""
+
+    def __init__(self, dataset, sample_ids: list[str]):
+        if not sample_ids:
+            raise ValueError("the active set is empty")
+        self.dataset = dataset
+        self.indices = [dataset.index_of(sid) for sid in sample_ids]
+        self.sample_ids = list(sample_ids)
+        self.seed = getattr(dataset, "seed", 0)
+
+    @classmethod
+    def from_file(cls, dataset, path) -> "ActiveSubset":
+        """One sample id per line, as written by WD-DS (`active_set.txt`)."""
+        from pathlib import Path
+
+        return cls(dataset, [line.strip() for line in Path(path).read_text().splitlines() if line.strip()])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.dataset[self.indices[i]]
+
+    def epoch_order(self, epoch: int):
+        from megatron_wmss.data import epoch_permutation
+
+        return epoch_permutation(len(self), self.seed, epoch)

@@ -1,0 +1,73 @@
+"""SFT and WD-JT training: losses and parameters after 3 steps at TP=2, PP=2, DP=2 and TP=2 x PP=2 equal
+the single-process run; lam=1 with a frozen weak branch is SFT of the strong model; freezing keeps the
+weak weights bit-identical, training both changes both."""
+
+import pytest
+
+from megatron_wmss.testing import run_ranks
+from tests.training_helpers import init_checkpoints_rank, load_exported_rank, read_metrics, train_runs_rank
+
+LR = 1e-3  # training_helpers.make_config
+LAYOUTS = {2: {"tp2": dict(tp=2), "pp2": dict(pp=2), "dp2": dict(dist_opt=True)}, 4: {"tp2pp2": dict(tp=2, pp=2)}}
+OBJECTIVES = ("sft", "wmss")
+BRANCHES = {"sft": ["model"], "wmss": ["strong", "weak"]}
+LAM1_FROZEN = {"wmss.lam": 1.0, "wmss.freeze_weak": "true"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """Every run of this module, trained once: single-process references, then each layout."""
+    path = tmp_path_factory.mktemp("training")
+    run_ranks(init_checkpoints_rank, 1, str(path))
+    single = [(f"{o}_ref", o, {}) for o in OBJECTIVES] + [("lam1_frozen", "wmss", LAM1_FROZEN)]
+    run_ranks(train_runs_rank, 1, str(path), single)
+    for world, layouts in LAYOUTS.items():
+        runs = [(f"{o}_{name}", o, layout) for o in OBJECTIVES for name, layout in layouts.items()]
+        run_ranks(train_runs_rank, world, str(path), runs, timeout_s=600)
+    return path
+
+
+def _params(workdir, *export_dirs):
+    paths = [str(workdir / d) for d in export_dirs]
+    loaded = run_ranks(load_exported_rank, 1, paths)[0]
+    return [loaded[p] for p in paths]
+
+
+def _losses(workdir, run):
+    return [m["loss"] for m in read_metrics(workdir / run)]
+
+
+def _assert_same_params(got: dict, want: dict, what: str):
+    """Within 1% of one Adam step (lr): fp32 summation order differs between layouts."""
+    assert got.keys() == want.keys()
+    for name, ref in want.items():
+        diff = (got[name] - ref).abs().max().item()
+        assert diff <= 1e-2 * LR, f"{what} {name}: max |difference| {diff:.2e}"
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+def test_parallel_layouts_match_single_process(workdir, objective):
+    runs = [f"{objective}_{name}" for layouts in LAYOUTS.values() for name in layouts]
+    for run in runs:
+        assert _losses(workdir, run) == pytest.approx(_losses(workdir, f"{objective}_ref"), rel=1e-6), run
+    for branch in BRANCHES[objective]:
+        params = _params(workdir, f"{objective}_ref/export/{branch}", *[f"{r}/export/{branch}" for r in runs])
+        for run, got in zip(runs, params[1:]):
+            _assert_same_params(got, params[0], f"{run} {branch}")
+
+
+def test_lam1_frozen_weak_is_sft_of_strong_and_weak_unchanged(workdir):
+    assert _losses(workdir, "lam1_frozen") == pytest.approx(_losses(workdir, "sft_ref"), rel=1e-6)
+    sft, strong, weak_after, weak_before = _params(
+        workdir, "sft_ref/export/model", "lam1_frozen/export/strong", "lam1_frozen/export/weak", "weak")
+    _assert_same_params(strong, sft, "lam=1 strong vs SFT")
+    for name, before in weak_before.items():
+        assert weak_after[name].equal(before), f"frozen weak {name} changed"
+
+
+def test_training_both_branches_changes_both(workdir):
+    strong_before, weak_before, strong_after, weak_after = _params(
+        workdir, "strong", "weak", "wmss_ref/export/strong", "wmss_ref/export/weak")
+    for before, after in ((strong_before, strong_after), (weak_before, weak_after)):
+        unchanged = [n for n in before if after[n].equal(before[n])]
+        assert not unchanged, f"parameters not updated: {unchanged}"
