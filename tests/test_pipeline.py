@@ -61,6 +61,12 @@ def _kill_when(recipe, run_dir, marker: str) -> bool:
     return inside
 
 
+def _losses(phase_dir):
+    import json
+
+    return [json.loads(line)["loss"] for line in (phase_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def _tensors(hf_dir):
     from safetensors.torch import load_file
 
@@ -82,6 +88,8 @@ def test_killed_run_resumes_to_the_same_weights(recipe, tmp_path):
     kills_inside = sum(_kill_when(recipe, interrupted, marker) for marker in KILL_POINTS)
     assert kills_inside >= 3, "the runs finished their phases before the kills landed"
     _run(recipe, interrupted)
+    for phase in ("phase1_sft", "iter_1/wdjt", "iter_2/wdjt"):  # loss sequences: bitwise identical
+        assert _losses(interrupted / phase) == _losses(reference / phase), phase
     want, got = _tensors(reference / "wmss_hf"), _tensors(interrupted / "wmss_hf")
     assert want.keys() == got.keys()
     for name in want:
