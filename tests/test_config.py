@@ -45,3 +45,13 @@ def test_missing_recipe_and_bad_override_syntax(tmp_path):
         load_config(tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="section.option=value"):
         load_config(overrides=["training.lr"])
+
+
+def test_example_recipes_validate():
+    """Every recipe shipped in examples/ loads and passes validation."""
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "examples").rglob("*.yaml"))
+    assert len(recipes) >= 2
+    for recipe in recipes:
+        load_config(recipe)
