@@ -12,8 +12,8 @@ import torch
 import torch.distributed as dist
 
 
-def _unwrap(model):
-    """The GPTModel inside DDP / Float16Module wrappers."""
+def unwrap_model(model):
+    """The module inside megatron DDP / Float16Module wrappers (a GPTModel or a WeakStrongPair)."""
     while hasattr(model, "module"):
         model = model.module
     return model
@@ -28,7 +28,7 @@ def save_model(model, directory: str | Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     if dist.is_initialized():
         dist.barrier()
-    dist_checkpointing.save(_unwrap(model).sharded_state_dict(), str(directory))
+    dist_checkpointing.save(unwrap_model(model).sharded_state_dict(), str(directory))
 
 
 def load_model(model, directory: str | Path, *, prefix: str = "") -> None:
@@ -41,7 +41,7 @@ def load_model(model, directory: str | Path, *, prefix: str = "") -> None:
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {directory}")
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     state = dist_checkpointing.load(inner.sharded_state_dict(prefix=prefix), str(directory))
     if prefix:
         state = {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state.items()}
@@ -90,7 +90,7 @@ def read_model_metadata(directory: str | Path) -> dict:
 def grads_to_params(model) -> None:
     """Replace each parameter's value by its gradient (or zero); lets tests save gradients with
     `save_model` and compare them across layouts."""
-    for param in _unwrap(model).parameters():
+    for param in unwrap_model(model).parameters():
         grad = getattr(param, "main_grad", None)
         if grad is None:
             grad = param.grad

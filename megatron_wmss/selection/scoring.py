@@ -56,7 +56,6 @@ def _entropy_forward_step(data_iterator, model):
 def score_dataset(pair, dataset, out_dir: str | Path, *, micro_batch_size: int, seq_length: int,
                   progress: bool = True) -> dict[str, dict]:
     """Score every sample of `dataset` not yet in `out_dir`; return all records (on every rank)."""
-    from megatron.core import parallel_state
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     from megatron_wmss.data import dp_shard
@@ -109,5 +108,4 @@ def score_dataset(pair, dataset, out_dir: str | Path, *, micro_batch_size: int, 
     if bar is not None:
         bar.close()
     dist.barrier()
-    del parallel_state
     return read_scores(out_dir)

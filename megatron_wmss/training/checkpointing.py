@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from megatron_wmss.checkpoint import unwrap_model
+
 _SHARDING = {"distrib_optim_sharding_type": "dp_reshardable"}  # the format that works on CPU too
 
 
@@ -32,12 +34,6 @@ def _barrier():
 
 def _rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _unwrap(model):
-    while hasattr(model, "module"):
-        model = model.module
-    return model
 
 
 def _rng_state() -> dict:
@@ -60,7 +56,7 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _sharded_state(model, optimizer, distributed_optimizer: bool, loading: bool) -> dict:
-    model_state = _unwrap(model).sharded_state_dict()
+    model_state = unwrap_model(model).sharded_state_dict()
     if loading and distributed_optimizer:
         # The torch AdamW fallback asserts every param has a 'step' in DistributedOptimizer.state_dict;
         # materialize the state before building the sharded template.
@@ -121,7 +117,7 @@ def load_checkpoint(step_dir: str | Path, model, optimizer, scheduler, *, distri
     state = json.loads((step_dir / "trainer_state.json").read_text())
     loaded = dist_checkpointing.load(_sharded_state(model, optimizer, distributed_optimizer, loading=True),
                                      str(step_dir))
-    _unwrap(model).load_state_dict(loaded["model"])
+    unwrap_model(model).load_state_dict(loaded["model"])
     with torch.no_grad():  # fp32 main params are views of the model params
         optimizer.load_state_dict(loaded["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

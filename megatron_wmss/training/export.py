@@ -8,11 +8,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-
-def _unwrap(model):
-    while hasattr(model, "module"):
-        model = model.module
-    return model
+from megatron_wmss.checkpoint import unwrap_model
 
 
 def export_branches(model, out_root: str | Path, hf_config: dict, tokenizer_dir: str | Path | None) -> dict:
@@ -21,7 +17,7 @@ def export_branches(model, out_root: str | Path, hf_config: dict, tokenizer_dir:
     from megatron_wmss.checkpoint import save_model, write_model_metadata
     from megatron_wmss.models.pair import WeakStrongPair
 
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     branches = inner.branches() if isinstance(inner, WeakStrongPair) else {"model": inner}
     out_root = Path(out_root)
     rank0 = not dist.is_initialized() or dist.get_rank() == 0

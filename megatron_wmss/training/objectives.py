@@ -11,6 +11,8 @@ from functools import partial
 
 import torch
 
+from megatron_wmss.checkpoint import unwrap_model
+
 IGNORE_INDEX = -100
 
 
@@ -18,12 +20,6 @@ def _to_device(batch: dict) -> dict:
     if not torch.cuda.is_available():
         return batch
     return {k: v.cuda(non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def _unwrap(model):
-    while hasattr(model, "module"):
-        model = model.module
-    return model
 
 
 def _reduced(loss_sum, mask, **diagnostics):
@@ -58,7 +54,7 @@ def wmss_forward_step(data_iterator, model, *, lam: float):
 
     def loss_func(hidden):
         h_strong, h_weak = hidden
-        pair = _unwrap(model)
+        pair = unwrap_model(model)
         mask = batch["loss_mask"].float()
         labels = torch.where(mask > 0, batch["labels"], IGNORE_INDEX).transpose(0, 1).contiguous()  # [s, b]
         loss, strong_ce, weak_ce = mixed_linear_cross_entropy(
