@@ -1,0 +1,186 @@
+"""Pieces shared by the vocab-parallel losses: the TP group, this rank's vocab range, chunking,
+per-chunk row statistics and their merge across vocab blocks and TP ranks.
+
+Every loss here works on per-token row statistics: a block of logits is reduced over (part of) the
+vocabulary to a local maximum `m_r`, `s_r = sum exp(z - m_r)` (and a target logit or an entropy term).
+Parts are combined with the online-softmax merge `M = max_r m_r`, `S = sum_r s_r * exp(m_r - M)`,
+`lse = M + log S`: across vocab blocks locally, then across the TP group with one MAX and one SUM
+all-reduce (each on `[k, tokens]` float64). So no pass needs the global maximum in advance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+IGNORE_INDEX = -100
+# Default working-set size of one chunk's buffers; chunk_size=None picks the chunk length from it.
+DEFAULT_CHUNK_BYTES = 256 * 2**20
+MIN_CHUNK = 16
+
+
+def resolve_tp_group(tp_group):
+    """`tp_group` if given; else megatron's tensor-model-parallel group when torch.distributed and
+    megatron parallel_state are initialized; else None (no reduction)."""
+    if tp_group is not None:
+        return tp_group
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    from megatron.core import parallel_state
+
+    if not parallel_state.model_parallel_is_initialized():
+        return None
+    return parallel_state.get_tensor_model_parallel_group()
+
+
+@dataclass(frozen=True)
+class VocabShard:
+    """This rank's slice [start, start + size) of the (padded) vocabulary and the group that holds
+    the other slices. Slices are contiguous and equal, rank-ordered (megatron's VocabUtility)."""
+
+    group: Any
+    world_size: int
+    rank: int
+    start: int
+    size: int
+
+    @property
+    def reduces(self) -> bool:
+        return self.group is not None and self.world_size > 1
+
+    def all_reduce_(self, tensor: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+        if self.reduces:
+            dist.all_reduce(tensor, op=op, group=self.group)
+        return tensor
+
+
+def vocab_shard(tp_group, local_vocab: int) -> VocabShard:
+    group = resolve_tp_group(tp_group)
+    if group is None:
+        return VocabShard(None, 1, 0, 0, local_vocab)
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    if rank < 0:
+        raise ValueError("this process is not a member of tp_group")
+    return VocabShard(group, world, rank, rank * local_vocab, local_vocab)
+
+
+def check_lam(lam) -> float:
+    lam = float(lam)
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam (wmss.lam) must be in [0, 1], got {lam}")
+    return lam
+
+
+def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """float64 when any input is float64 (gradcheck, references), else float32."""
+    return torch.float64 if torch.float64 in dtypes else torch.float32
+
+
+def chunk_len(chunk_size: int | None, other_dim: int, bytes_per_elem: int) -> int:
+    """Length of a chunk along the chunked dimension: `chunk_size`, or as many as fit
+    DEFAULT_CHUNK_BYTES of [chunk, other_dim] working buffers (`bytes_per_elem` summed over them)."""
+    if chunk_size is None:
+        return max(MIN_CHUNK, DEFAULT_CHUNK_BYTES // max(1, other_dim * bytes_per_elem))
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    return int(chunk_size)
+
+
+def chunks(n: int, rows: int):
+    for r0 in range(0, n, rows):
+        yield r0, min(n, r0 + rows)
+
+
+class Targets:
+    """Labels of N tokens against this rank's vocab shard (megatron vocab_parallel_cross_entropy
+    pattern): `valid` = not ignored, `local` = the label lies in this shard, `index` = its column in
+    the shard (0 where not local), `local_w` = `local` as a float weight for scatter_add."""
+
+    def __init__(self, labels: torch.Tensor, shard: VocabShard, dtype: torch.dtype):
+        labels = labels.reshape(-1).long()
+        self.valid = labels != IGNORE_INDEX
+        self.local = (labels >= shard.start) & (labels < shard.start + shard.size)
+        self.index = torch.where(self.local, labels - shard.start, torch.zeros_like(labels))
+        self.local_w = self.local.to(dtype)
+
+
+def ce_chunk_stats(z: torch.Tensor, e: torch.Tensor, index: torch.Tensor, local: torch.Tensor,
+                   m_out: torch.Tensor, s_out: torch.Tensor, t_out: torch.Tensor) -> None:
+    """Row statistics of logits `z` [c, V/tp] for cross-entropy; `z` is overwritten. `e` (same shape,
+    may be `z` itself) receives exp(z - m) in its own dtype: pass a float32 `e` next to a float64 `z`
+    to take the max and the target logit exactly but the exponentials at float32 cost."""
+    m = z.amax(dim=-1)
+    target = z.gather(1, index.unsqueeze(1)).squeeze(1)
+    t_out.copy_(torch.where(local, target, torch.zeros_like(target)))
+    m_out.copy_(m)
+    z.sub_(m.unsqueeze(1))
+    if e is not z:
+        e.copy_(z)
+    e.exp_()
+    s_out.copy_(e.sum(dim=-1, dtype=torch.float64))
+
+
+def entropy_chunk_stats(z: torch.Tensor, e: torch.Tensor, m_out: torch.Tensor, s_out: torch.Tensor,
+                        t_out: torch.Tensor) -> None:
+    """Row statistics of logits `z` [c, V/tp] for entropy (Eq. 7): m, s = sum exp(z-m) and
+    t = sum exp(z-m)*(z-m). `z` and `e` (a second buffer of the same shape and dtype) are overwritten."""
+    m = z.amax(dim=-1)
+    m_out.copy_(m)
+    z.sub_(m.unsqueeze(1))
+    torch.exp(z, out=e)
+    s_out.copy_(e.sum(dim=-1, dtype=torch.float64))
+    z.mul_(e)
+    t_out.copy_(z.sum(dim=-1, dtype=torch.float64))
+
+
+def merge_ce_(m, s, t, mb, sb, tb) -> None:
+    """Fold one vocab block's CE statistics (mb, sb, tb) into the running (m, s, t), in place."""
+    new_m = torch.maximum(m, mb)
+    s.mul_(torch.exp(m - new_m)).add_(sb * torch.exp(mb - new_m))
+    t.add_(tb)
+    m.copy_(new_m)
+
+
+def merge_entropy_(m, s, t, mb, sb, tb) -> None:
+    """Fold one vocab block's entropy statistics into the running ones (the formula of
+    reduce_entropy_stats, for two parts), in place."""
+    new_m = torch.maximum(m, mb)
+    a, b = torch.exp(m - new_m), torch.exp(mb - new_m)
+    t.copy_(a * (t + (m - new_m) * s) + b * (tb + (mb - new_m) * sb))
+    s.mul_(a).add_(sb * b)
+    m.copy_(new_m)
+
+
+def reduce_ce_stats(m, s, t, shard: VocabShard):
+    """Merge per-rank CE statistics ([k, N] float64 each) -> (lse, target logit), both [k, N]."""
+    if shard.reduces:
+        global_m = shard.all_reduce_(m.clone(), dist.ReduceOp.MAX)
+        both = torch.stack([s * torch.exp(m - global_m), t])
+        shard.all_reduce_(both)
+        m, (s, t) = global_m, both
+    return m + torch.log(s), t
+
+
+def reduce_entropy_stats(m, s, t, shard: VocabShard):
+    """Merge per-rank entropy statistics -> H = log S - T/S with S, T taken about the global max:
+    T = sum_r exp(m_r - M) * (t_r + (m_r - M) * s_r)."""
+    if shard.reduces:
+        global_m = shard.all_reduce_(m.clone(), dist.ReduceOp.MAX)
+        scale = torch.exp(m - global_m)
+        both = torch.stack([s * scale, (t + (m - global_m) * s) * scale])
+        shard.all_reduce_(both)
+        s, t = both
+    return torch.log(s) - t / s
+
+
+def scaled_copy_(dst: torch.Tensor, src: torch.Tensor, scale: float, tmp: torch.Tensor | None) -> None:
+    """dst = scale * src, computed in src's dtype and rounded once to dst's dtype (`tmp`: a buffer
+    shaped like src, needed only when the dtypes differ)."""
+    if dst.dtype == src.dtype:
+        torch.mul(src, scale, out=dst)
+    else:
+        torch.mul(src, scale, out=tmp)
+        dst.copy_(tmp)
