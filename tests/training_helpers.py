@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-TINY_QWEN3 = dict(model_type="qwen3", vocab_size=96, hidden_size=32, intermediate_size=64,
+TINY_QWEN3 = dict(model_type="qwen3", vocab_size=90, hidden_size=32, intermediate_size=64,
                   num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
                   tie_word_embeddings=True, max_position_embeddings=64, rms_norm_eps=1e-6)
 SEQ = 12

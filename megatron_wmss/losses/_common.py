@@ -46,6 +46,7 @@ class VocabShard:
     rank: int
     start: int
     size: int
+    real: int  # rows of this slice below the unpadded vocabulary size (the rest is TP padding)
 
     @property
     def reduces(self) -> bool:
@@ -57,14 +58,21 @@ class VocabShard:
         return tensor
 
 
-def vocab_shard(tp_group, local_vocab: int) -> VocabShard:
+def vocab_shard(tp_group, local_vocab: int, vocab_size: int | None = None) -> VocabShard:
+    """`vocab_size`: the unpadded vocabulary; rows at or above it (megatron's TP padding) are left out
+    of the softmax, as if the model had no padding (None: every row is a real token)."""
     group = resolve_tp_group(tp_group)
-    if group is None:
-        return VocabShard(None, 1, 0, 0, local_vocab)
-    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    world, rank = (1, 0) if group is None else (dist.get_world_size(group), dist.get_rank(group))
     if rank < 0:
         raise ValueError("this process is not a member of tp_group")
-    return VocabShard(group, world, rank, rank * local_vocab, local_vocab)
+    start = rank * local_vocab
+    real = local_vocab if vocab_size is None else max(0, min(local_vocab, vocab_size - start))
+    return VocabShard(group, world, rank, start, local_vocab, real)
+
+
+# Statistics of a shard with no real rows: exp(m - M) = 0 and (m - M) * 0 = 0 stay finite (-inf would
+# give NaN in the entropy merge).
+EMPTY_MAX = -1e300
 
 
 def check_lam(lam) -> float:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from megatron_wmss.losses._common import (
+    EMPTY_MAX,
     Targets,
     VocabShard,
     ce_chunk_stats,
@@ -104,14 +105,16 @@ class _MixedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hs, ws, hw, ww, labels, lam: float, shard: VocabShard, block: int,
                 reduce_hidden_grad: bool, diagnostics: bool):
-        n, vocab, dtype, device = labels.numel(), ws.shape[0], ws.dtype, ws.device
+        n, dtype, device = labels.numel(), ws.dtype, ws.device
         hs2, hw2 = hs.reshape(n, hs.shape[-1]), hw.reshape(n, hw.shape[-1])
         cdt = compute_dtype(dtype)
         tg = Targets(labels, shard, cdt)
         k = 3 if diagnostics else 1
         m, s, t, mb, sb, tb = (torch.empty(k, n, dtype=torch.float64, device=device) for _ in range(6))
+        if shard.real == 0:
+            m.fill_(EMPTY_MAX), s.zero_(), t.zero_()
         bufs = _Buffers(n, block, [cdt] * k + [None if dtype == cdt else dtype], device)
-        for v0, v1 in chunks(vocab, block):
+        for v0, v1 in chunks(shard.real, block):
             *zbufs, low = bufs.views(v1 - v0)
             inside, col = _block_targets(tg.index, tg.local, v0, v1)
             if diagnostics:  # both models' logits separately, then the mix: three sets of statistics
@@ -142,7 +145,7 @@ class _MixedLinearCrossEntropy(torch.autograd.Function):
         hs, ws, hw, ww, index, local, valid, lse = ctx.saved_tensors
         lam, block, shard = ctx.lam, ctx.block, ctx.shard
         need_hs, need_ws, need_hw, need_ww = ctx.needs_input_grad[:4]
-        n, vocab, dtype, cdt, device = index.numel(), ws.shape[0], ws.dtype, lse.dtype, ws.device
+        n, dtype, cdt, device = index.numel(), ws.dtype, lse.dtype, ws.device
         hs2, hw2 = hs.reshape(n, hs.shape[-1]), hw.reshape(n, hw.shape[-1])
         go = torch.where(valid, grad_loss.reshape(n).to(cdt), torch.zeros((), dtype=cdt, device=device))
         # A coefficient of 0 gives exactly zero gradients: that model's GEMMs are skipped.
@@ -150,13 +153,16 @@ class _MixedLinearCrossEntropy(torch.autograd.Function):
         dhs, dhw = _hidden_grad_buffers(need_hs and do_s, hs2, need_hw and do_w, hw2, cdt)
         dws = torch.empty_like(ws) if need_ws and do_s else None  # written block by block
         dww = torch.empty_like(ww) if need_ww and do_w else None
+        for dw in (dws, dww):  # padding rows take no part in the softmax: zero gradient
+            if dw is not None:
+                dw[shard.real:].zero_()
         branches = [(coef, h2, w, dh, dw) for coef, h2, w, dh, dw in
                     ((lam, hs2, ws, dhs, dws), (1.0 - lam, hw2, ww, dhw, dww)) if dh is not None or dw is not None]
         if branches:
             low_dtype = None if dtype == cdt else dtype
             tmp_dtype = None if low_dtype is None else cdt
             bufs = _Buffers(n, block, [cdt, low_dtype, tmp_dtype], device)
-            for v0, v1 in chunks(vocab, block):
+            for v0, v1 in chunks(shard.real, block):
                 z, low, tmp = bufs.views(v1 - v0)
                 inside, col = _block_targets(index, local, v0, v1)
                 _mixed_logits_into(z, hs2, ws[v0:v1], hw2, ww[v0:v1], lam, low)
@@ -205,7 +211,7 @@ def _hidden_grad_buffers(need_s: bool, hs2, need_w: bool, hw2, cdt):
 def mixed_linear_cross_entropy(h_strong: torch.Tensor, w_strong: torch.Tensor, h_weak: torch.Tensor,
                                w_weak: torch.Tensor, labels: torch.Tensor, lam: float, tp_group=None, *,
                                chunk_size: int | None = None, reduce_hidden_grad: bool = True,
-                               return_diagnostics: bool = False):
+                               return_diagnostics: bool = False, vocab_size: int | None = None):
     """Per-token WMSS loss (paper Eq. 5-6) from final hidden states and output-layer weight shards,
     without materializing `[tokens, V/tp]` logits of either model (vocab blocks, recomputed in backward).
 
@@ -217,11 +223,13 @@ def mixed_linear_cross_entropy(h_strong: torch.Tensor, w_strong: torch.Tensor, h
     `reduce_hidden_grad=False` (see module docstring).
     chunk_size: vocabulary rows (of this rank's shard) per block; default: as many as fit a ~256 MiB
     `[tokens, block]` working set. `return_diagnostics=True` -> `(loss, strong_ce, weak_ce)`, the last
-    two the no-grad per-token CE of each model, computed in the same pass.
+    two the no-grad per-token CE of each model, computed in the same pass. `vocab_size`: the unpadded
+    vocabulary; weight rows at or above it (megatron's TP padding) are left out of the softmax and get
+    zero gradient (None: no padding).
     """
     _check_pair(h_strong, w_strong, h_weak, w_weak, labels)
     lam = check_lam(lam)
-    shard = vocab_shard(tp_group, w_strong.shape[0])
+    shard = vocab_shard(tp_group, w_strong.shape[0], vocab_size)
     cdt = compute_dtype(w_strong.dtype)
     low = w_strong.dtype != cdt  # bf16/fp16: a low-precision logits buffer (+ an fp32 one in backward)
     per_elem = (3 if return_diagnostics else 2 if low else 1) * cdt.itemsize + (w_strong.dtype.itemsize if low else 0)
@@ -233,22 +241,24 @@ def mixed_linear_cross_entropy(h_strong: torch.Tensor, w_strong: torch.Tensor, h
 
 @torch.no_grad()
 def linear_vocab_parallel_entropy(h: torch.Tensor, w: torch.Tensor, tp_group=None, *,
-                                  chunk_size: int | None = None) -> torch.Tensor:
+                                  chunk_size: int | None = None, vocab_size: int | None = None) -> torch.Tensor:
     """Per-token entropy over the full vocabulary (paper Eq. 7) of softmax(h @ w^T), from hidden states
     `[s, b, h]` and this rank's output weight shard `[V/tp, h]`, in vocab blocks of `chunk_size` rows
     (the WD-DS scoring pass). Forward-only. Equals `vocab_parallel_entropy(h @ w.T)`; returns fp32
-    `[s, b]` (fp64 for fp64)."""
+    `[s, b]` (fp64 for fp64). `vocab_size`: the unpadded vocabulary (padding rows are left out)."""
     if w.dim() != 2 or h.shape[-1] != w.shape[1] or h.dtype != w.dtype:
         raise ValueError(f"hidden {tuple(h.shape)} {h.dtype} does not fit weight {tuple(w.shape)} {w.dtype}")
     vocab, n = w.shape[0], h.numel() // max(1, h.shape[-1])
-    shard = vocab_shard(tp_group, vocab)
+    shard = vocab_shard(tp_group, vocab, vocab_size)
     cdt = compute_dtype(w.dtype)
     low_dtype = None if w.dtype == cdt else w.dtype
     block = min(chunk_len(chunk_size, n, 2 * cdt.itemsize + (w.dtype.itemsize if low_dtype else 0)), max(1, vocab))
     h2 = h.reshape(n, h.shape[-1])
     m, s, t, mb, sb, tb = (torch.empty(n, dtype=torch.float64, device=w.device) for _ in range(6))
+    if shard.real == 0:
+        m.fill_(EMPTY_MAX), s.zero_(), t.zero_()
     bufs = _Buffers(n, block, [cdt, cdt, low_dtype], w.device)
-    for v0, v1 in chunks(vocab, block):
+    for v0, v1 in chunks(shard.real, block):
         z, e, low = bufs.views(v1 - v0)
         entropy_chunk_stats(_logits_into(z, h2, w[v0:v1], low), e, mb, sb, tb)
         if v0 == 0:

@@ -216,6 +216,7 @@ def build_gpt_model(tcfg, arch: ArchInfo, *, pre_process: bool | None = None, po
         max_sequence_length=arch.max_position_embeddings, pre_process=pre_process, post_process=post_process,
         share_embeddings_and_output_weights=arch.tie_word_embeddings, position_embedding_type="rope",
         rotary_percent=1.0, rotary_base=int(theta) if float(theta).is_integer() else theta, vp_stage=vp_stage)
+    model.unpadded_vocab_size = arch.vocab_size  # losses leave the padding rows out of the softmax
     if torch.cuda.is_available():
         model.cuda(torch.cuda.current_device())
     return model

@@ -45,7 +45,8 @@ def _entropy_forward_step(data_iterator, model):
         mask = batch["loss_mask"].float().transpose(0, 1)  # [s, b]
         sums = {}
         for name, h, branch in (("h_strong", h_strong, model.strong), ("h_weak", h_weak, model.weak)):
-            entropy = linear_vocab_parallel_entropy(h, branch.output_weight())  # [s, b] fp32
+            entropy = linear_vocab_parallel_entropy(h, branch.output_weight(),
+                                                    vocab_size=branch.unpadded_vocab_size)  # [s, b] fp32
             sums[name] = (entropy.double() * mask).sum(dim=0)
         sums["tokens"] = mask.double().sum(dim=0)
         return torch.zeros(()), sums

@@ -44,6 +44,7 @@ def build_components(cfg, hf_config: dict, init: dict, total_steps: int) -> Trai
         calculate_per_token_loss=True)
     if t.objective == "sft":
         module = build_gpt_model(tcfg, arch)
+        module.return_hidden = True  # the loss owns the output projection (objectives.sft_forward_step)
         if init.get("model"):
             load_model(module, init["model"])
         finalize = finalize_model_grads

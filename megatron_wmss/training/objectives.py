@@ -31,16 +31,28 @@ def _reduced(loss_sum, mask, **diagnostics):
     return loss_sum, num_tokens, logged
 
 
+def _masked_labels(batch) -> torch.Tensor:
+    """[s, b] labels with unsupervised positions set to IGNORE_INDEX."""
+    return torch.where(batch["loss_mask"] > 0, batch["labels"], IGNORE_INDEX).transpose(0, 1).contiguous()
+
+
 def sft_forward_step(data_iterator, model):
-    """One model; megatron's vocab-parallel CE on its logits (GPTModel computes it given labels)."""
+    """One model; plain CE from its final hidden states with the same fused vocab-parallel kernel as
+    WD-JT at lam = 1 (the weak inputs are detached copies and their GEMMs are skipped), so the vocab
+    padding is excluded exactly as in WD-JT and lam = 1 WD-JT reproduces SFT."""
+    from megatron_wmss.losses import mixed_linear_cross_entropy
+
     batch = _to_device(next(data_iterator))
-    per_token = model(batch["tokens"], batch["position_ids"], attention_mask=None, labels=batch["labels"])
+    hidden = model(batch["tokens"], batch["position_ids"], attention_mask=None)
 
-    def loss_func(output):
-        mask = batch["loss_mask"].float()
-        return _reduced((output.float() * mask).sum(), mask)
+    def loss_func(h):
+        gpt = unwrap_model(model)
+        w = gpt.output_weight()
+        loss = mixed_linear_cross_entropy(h, w, h.detach(), w.detach(), _masked_labels(batch), 1.0,
+                                          vocab_size=gpt.unpadded_vocab_size)
+        return _reduced(loss.sum(), batch["loss_mask"].float())
 
-    return per_token, loss_func
+    return hidden, loss_func
 
 
 def wmss_forward_step(data_iterator, model, *, lam: float):
@@ -56,10 +68,9 @@ def wmss_forward_step(data_iterator, model, *, lam: float):
         h_strong, h_weak = hidden
         pair = unwrap_model(model)
         mask = batch["loss_mask"].float()
-        labels = torch.where(mask > 0, batch["labels"], IGNORE_INDEX).transpose(0, 1).contiguous()  # [s, b]
         loss, strong_ce, weak_ce = mixed_linear_cross_entropy(
-            h_strong, pair.strong.output_weight(), h_weak, pair.weak.output_weight(), labels, lam,
-            return_diagnostics=True)
+            h_strong, pair.strong.output_weight(), h_weak, pair.weak.output_weight(), _masked_labels(batch), lam,
+            return_diagnostics=True, vocab_size=pair.strong.unpadded_vocab_size)
         mask_sb = mask.transpose(0, 1)
         return _reduced(loss.sum(), mask_sb, strong_ce=(strong_ce * mask_sb).sum(),
                         weak_ce=(weak_ce * mask_sb).sum())
