@@ -49,12 +49,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _ensure_single_process_env() -> None:
-    """A plain `python` run has no torchrun variables: act as rank 0 of a world of 1."""
-    if "RANK" in os.environ:
-        return
-    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(free_port()))
+def _single_process_store() -> dist.Store | None:
+    """A plain `python` run has no torchrun variables: act as rank 0 of a world of 1.
+
+    Its rendezvous is an in-process HashStore rather than a TCP port: a port picked free and bound a
+    moment later can be taken in between by another process on a busy machine (EADDRINUSE)."""
+    if "MASTER_ADDR" in os.environ or os.environ.get("WORLD_SIZE", "1") != "1":
+        return None  # launched by torchrun (or the test harness): env:// rendezvous
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
+    return dist.HashStore()
 
 
 def check_layout(world_size: int, tp: int, pp: int, cp: int = 1) -> int:
@@ -80,14 +83,18 @@ def initialize(tp: int = 1, pp: int = 1, cp: int = 1, vpp: int | None = None, se
     from megatron.core import parallel_state, tensor_parallel
 
     cpu_compat.apply()
-    _ensure_single_process_env()
+    store = _single_process_store()
     world_size = int(os.environ["WORLD_SIZE"])
     check_layout(world_size, tp, pp, cp)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        if store is None:
+            dist.init_process_group(backend=backend, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, store=store, rank=0, world_size=1, timeout=timeout)
     parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp,

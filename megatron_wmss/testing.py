@@ -47,12 +47,26 @@ def _rank_main(fn, args, kwargs, rank, world_size, port, results):
             dist.destroy_process_group()
 
 
+_PORT_ATTEMPTS = 3
+
+
 def run_ranks(fn: Callable[..., Any], world_size: int, *args, timeout_s: float = 240, **kwargs) -> list[Any]:
     """Start `world_size` processes running `fn(*args, **kwargs)` with torchrun-style environment
     variables on a free port; return the list of their return values by rank.
 
     Raises RankFailure with the traceback of every failing rank, or naming the ranks still running at
-    `timeout_s` (they are killed)."""
+    `timeout_s` (they are killed). A port taken by another process between being picked and rank 0
+    binding it (EADDRINUSE) is retried on a new port, up to `_PORT_ATTEMPTS` launches."""
+    for _ in range(_PORT_ATTEMPTS - 1):
+        try:
+            return _launch(fn, world_size, args, kwargs, timeout_s)
+        except RankFailure as failure:
+            if "EADDRINUSE" not in str(failure):
+                raise
+    return _launch(fn, world_size, args, kwargs, timeout_s)
+
+
+def _launch(fn, world_size, args, kwargs, timeout_s) -> list[Any]:
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
     port = free_port()
