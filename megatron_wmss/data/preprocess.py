@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from . import process as proc
-from .chat import DEFAULT_ALLOWED_SPECIAL, DEFAULT_SYSTEM_PROMPT
+from ..prompts import DEFAULT_SYSTEM_PROMPT
+from .chat import DEFAULT_ALLOWED_SPECIAL
 from .indexed import AtomicDatasetWriter
 from .schema import INPUT_FORMATS, REASONS
 from .sources import expand_inputs, iter_input, sha256_path
