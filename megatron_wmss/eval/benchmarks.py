@@ -142,3 +142,113 @@ def load_benchmark(name: str, data_dir: str | Path | None = None, limit: int | N
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: duplicate problem ids")
     return problems[:limit] if limit else problems
+
+
+# ---------------------------------------------------------------------------------------------------
+# User-supplied benchmarks: `wmss eval --benchmark-file [NAME=]PATH`
+
+CUSTOM_MAX_NEW_TOKENS = 4096  # the paper's default limit; --max-new-tokens overrides it
+_PLAIN_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class BenchmarkFile:
+    """A JSONL benchmark given on the command line: its name (file stem unless NAME=PATH) and path."""
+
+    name: str
+    path: Path
+
+    @classmethod
+    def parse(cls, spec: str) -> "BenchmarkFile":
+        name, sep, path = spec.partition("=")
+        if not sep or "/" in name or not _NAME.match(name):  # no NAME= prefix (or '=' inside the path)
+            name, path = "", spec
+        path_ = Path(path).expanduser()
+        name = name or path_.name.split(".")[0]
+        if not _NAME.match(name):
+            raise ValueError(f"--benchmark-file {spec!r}: cannot make a benchmark name of {name!r}; "
+                             "use NAME=PATH with letters, digits, '_', '-', '.'")
+        if name.lower() in BENCHMARKS or name.lower() in ALIASES or name.lower() == "all":
+            raise ValueError(f"--benchmark-file {spec!r}: the name {name!r} is a bundled benchmark; use NAME=PATH")
+        return cls(name, path_)
+
+
+def _custom_row(row: dict, where: str, name: str, index: int) -> Problem:
+    """One row of a benchmark file -> Problem (see load_benchmark_file)."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object")
+    if "messages" in row:  # AM-schema / chat row: first user turn, reference_answer from its info
+        msgs = row["messages"]
+        user = next((m for m in msgs if isinstance(m, dict) and m.get("role") == "user"), None) \
+            if isinstance(msgs, list) else None
+        if user is None or not isinstance(user.get("content"), str):
+            raise ValueError(f"{where}: 'messages' has no user turn with string content")
+        problem = user["content"]
+        answer = row.get("answer")
+        for m in (user, *[m for m in msgs if isinstance(m, dict) and m.get("role") == "assistant"]):
+            info = m.get("info") if isinstance(m.get("info"), dict) else {}
+            if answer is None and info.get("reference_answer") is not None:
+                answer = info["reference_answer"]
+    else:
+        problem = row.get("problem", row.get("question"))
+        answer = row.get("answer")
+    if not isinstance(problem, str) or not problem.strip():
+        raise ValueError(f"{where}: no 'problem' (or 'question', or a user turn in 'messages') text")
+    if answer is None or isinstance(answer, (bool, dict, list)) or not str(answer).strip():
+        raise ValueError(f"{where}: no 'answer' (or info.reference_answer)")
+    answer = str(answer).strip()
+    choices = row.get("choices") or {}
+    if not isinstance(choices, dict) or not all(isinstance(v, str) for v in choices.values()):
+        raise ValueError(f"{where}: 'choices' must map letters to option texts")
+    answer_type = row.get("answer_type") or ("choice" if choices else
+                                             "numeric" if _PLAIN_NUMBER.match(answer.replace(",", "")) else "math")
+    if answer_type not in ANSWER_TYPES:
+        raise ValueError(f"{where}: answer_type {answer_type!r} is not one of {', '.join(ANSWER_TYPES)}")
+    if answer_type == "numeric":
+        try:
+            answer = _number(answer)
+        except ValueError:
+            raise ValueError(f"{where}: answer_type numeric but answer {answer!r} is not a number") from None
+    if answer_type == "choice" and answer.upper() not in choices:
+        raise ValueError(f"{where}: answer {answer!r} is not one of the choices {sorted(choices)}")
+    row_id = row.get("id", f"{name}-{index}")
+    if isinstance(row_id, bool) or not isinstance(row_id, (str, int)) or not str(row_id):
+        raise ValueError(f"{where}: 'id' must be a non-empty string or integer")
+    return Problem(str(row_id), problem, answer.upper() if answer_type == "choice" else answer, answer_type,
+                   {k.upper(): v for k, v in choices.items()})
+
+
+def load_benchmark_file(spec: "str | BenchmarkFile", limit: int | None = None) -> list[Problem]:
+    """Problems of a user-supplied JSONL benchmark, first `limit` rows. One JSON object per line, either
+
+    * `{"id"?, "problem" (or "question"), "answer", "answer_type"?, "choices"?}`, or
+    * a chat row as `wmss preprocess` reads it (`{"id"?, "messages": [...]}`, e.g. AM schema): the first
+      user turn is the problem, `info.reference_answer` (user's, else assistant's) the reference.
+
+    `answer_type` is "numeric" (plain number, compared exactly or within --numeric-rel-tol), "math"
+    (math-verify) or "choice" (letter, with `choices` {"A": text, ...}); by default numeric when the
+    answer is a plain number, choice when `choices` is given, else math. Ids default to `<name>-<row>`
+    and must be unique. Blank lines are skipped.
+    """
+    bench = spec if isinstance(spec, BenchmarkFile) else BenchmarkFile.parse(spec)
+    if not bench.path.is_file():
+        raise FileNotFoundError(f"--benchmark-file {bench.path}: file not found")
+    problems: list[Problem] = []
+    with bench.path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{bench.path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not JSON ({err.msg})") from None
+            problems.append(_custom_row(row, where, bench.name, len(problems)))
+    if not problems:
+        raise ValueError(f"--benchmark-file {bench.path}: no rows")
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise ValueError(f"--benchmark-file {bench.path}: duplicate problem id {dup!r}")
+    return problems[:limit] if limit else problems

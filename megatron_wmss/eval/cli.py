@@ -3,6 +3,7 @@
     wmss eval --model HF_DIR --benchmarks all --output-dir runs/eval/m1            # greedy pass@1
     wmss eval --model HF_DIR --paper-pass-k --backend vllm --output-dir runs/eval/m1-pk
     wmss eval --compare runs/eval/sft runs/eval/wmss                               # per-benchmark deltas
+    wmss eval --model HF_DIR --benchmark-file mytask=data/test.jsonl --max-new-tokens 512   # own JSONL set
 
 Rerunning the same command resumes from the per-sample files. See docs/eval.md.
 """
@@ -10,13 +11,16 @@ Rerunning the same command resumes from the per-sample files. See docs/eval.md.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
 from megatron_wmss.eval import results as res
-from megatron_wmss.eval.benchmarks import BENCHMARKS, load_benchmark, resolve_names
+from megatron_wmss.eval.benchmarks import (BENCHMARKS, CUSTOM_MAX_NEW_TOKENS, BenchmarkFile, load_benchmark,
+                                           load_benchmark_file, resolve_names)
 from megatron_wmss.eval.grading import REASONS, Grader, GradingOptions, make_task
 from megatron_wmss.eval.metrics import math_avg, summarize_benchmark
 from megatron_wmss.eval.prompts import UNSET, effective_template, render, resolve_prompt_spec
@@ -30,7 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", nargs=2, metavar=("A", "B"),
                    help="print per-benchmark deltas B - A between two summary.json files or output dirs")
     p.add_argument("--benchmarks", default=None,
-                   help=f"'all' or comma-separated from: {', '.join(BENCHMARKS)} [default: all]")
+                   help=f"'all' or comma-separated from: {', '.join(BENCHMARKS)} [default: all, or none "
+                   "when --benchmark-file is given]")
+    p.add_argument("--benchmark-file", action="append", default=[], metavar="[NAME=]PATH",
+                   help="also evaluate a JSONL benchmark of your own (repeatable): rows {id, problem, answer, "
+                   "answer_type?} or chat rows with info.reference_answer; NAME defaults to the file stem "
+                   f"(default max new tokens {CUSTOM_MAX_NEW_TOKENS}, see docs/eval.md)")
     p.add_argument("--output-dir", default=None, help="[default: runs/eval/<model dir name>]")
     p.add_argument("--limit", type=int, default=None, help="only the first N problems of each benchmark")
     g = p.add_argument_group("prompt (must match training)")
@@ -93,8 +102,46 @@ def _settings(args) -> dict:
     """Resolve the --paper-pass-k preset against explicit options."""
     preset = PAPER_PASS_K if args.paper_pass_k else {}
     pick = lambda name, default: getattr(args, name) if getattr(args, name) is not None else preset.get(name, default)  # noqa: E731
+    files = getattr(args, "benchmark_file", None) or []
+    spec = pick("benchmarks", "" if files else "all")  # only the files when they are given alone
+    bundled = resolve_names(spec) if spec else []
+    if not bundled and not files:
+        raise ValueError("--benchmarks selects no benchmark")
     return dict(n=pick("n", 1), temperature=pick("temperature", 0.0), top_p=pick("top_p", 1.0),
-                ks=_ks(pick("k", "1")), benchmarks=resolve_names(pick("benchmarks", "all")))
+                ks=_ks(pick("k", "1")), benchmarks=bundled)
+
+
+def _benchmark_files(args) -> dict:
+    """--benchmark-file [NAME=]PATH options -> {name: BenchmarkFile}, names unique."""
+    files = [BenchmarkFile.parse(spec) for spec in args.benchmark_file]
+    names = [f.name for f in files]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--benchmark-file: two files are named {next(n for n in names if names.count(n) > 1)!r}; "
+                         "give them distinct names with NAME=PATH")
+    return {f.name: f for f in files}
+
+
+def _file_record(bench: BenchmarkFile) -> dict:
+    """Path and sha256 of a benchmark file, recorded in run_config.json (resume checks the content)."""
+    if not bench.path.is_file():
+        raise FileNotFoundError(f"--benchmark-file {bench.path}: file not found")
+    return {"path": str(bench.path.resolve()), "sha256": hashlib.sha256(bench.path.read_bytes()).hexdigest()}
+
+
+def _merge_benchmark_files(out: Path, files: dict, args) -> dict:
+    """Benchmark files of earlier runs into this directory plus this run's; a name whose file content
+    changed would mix samples of two different sets, so it stops (unless --overwrite)."""
+    now = {name: _file_record(f) for name, f in files.items()}
+    path = out / res.CONFIG_FILE
+    before = {}
+    if path.is_file() and not args.overwrite:
+        before = json.loads(path.read_text(encoding="utf-8")).get("benchmark_files") or {}
+    for name, rec in now.items():
+        if name in before and before[name]["sha256"] != rec["sha256"]:
+            raise ValueError(f"{path}: benchmark {name!r} was evaluated from a file with other content "
+                             f"({before[name]['path']}); use another --output-dir, NAME=PATH with a new name, "
+                             "or --overwrite")
+    return {**before, **now}
 
 
 def run(args) -> int:
@@ -104,6 +151,7 @@ def run(args) -> int:
     from megatron_wmss.eval.backends import SamplingConfig, check_model_dir, load_tokenizer, make_backend
 
     st = _settings(args)
+    st["files"] = _benchmark_files(args)
     if args.backend == "vllm":  # fail before anything is written
         from megatron_wmss.compat.optional import require
 
@@ -117,8 +165,10 @@ def run(args) -> int:
         print(f"wmss eval: warning: --manifest tokenizer has {spec.train_vocab_size} tokens, the model's has "
               f"{len(tokenizer)}: is this the tokenizer the model was trained with?", file=sys.stderr)
     sampling = {"n": st["n"], "temperature": st["temperature"], "top_p": st["top_p"], "seed": args.seed}
-    configs = {b: SamplingConfig(args.max_new_tokens or BENCHMARKS[b].max_new_tokens, st["n"], st["temperature"],
-                                 st["top_p"], args.seed) for b in st["benchmarks"]}
+    default_tokens = {**{b: BENCHMARKS[b].max_new_tokens for b in st["benchmarks"]},
+                      **{b: CUSTOM_MAX_NEW_TOKENS for b in st["files"]}}
+    configs = {b: SamplingConfig(args.max_new_tokens or tokens, st["n"], st["temperature"], st["top_p"], args.seed)
+               for b, tokens in default_tokens.items()}
     options = GradingOptions(args.grade_timeout, not args.lenient_extraction, args.numeric_rel_tol)
     config = {
         "model": str(model_dir),
@@ -130,6 +180,9 @@ def run(args) -> int:
                     "numeric_rel_tol": options.numeric_rel_tol},
         "backend": args.backend, "wmss_version": __version__,
     }
+    files_record = _merge_benchmark_files(out, st["files"], args)  # kept across runs into this directory
+    if files_record:
+        config["benchmark_files"] = files_record
     if args.overwrite:
         res.discard_outputs(out)
     res.check_or_write_config(out, config, ignore=("grading",) if args.regrade else ())
@@ -143,12 +196,14 @@ def run(args) -> int:
     per_bench: dict[str, dict] = {}
     show = not args.no_progress
     with Grader(options, workers=max(0, args.grade_workers)) as grader:
-        for name in st["benchmarks"]:
-            problems = load_benchmark(name, limit=args.limit)
+        for name in [*st["benchmarks"], *st["files"]]:
+            load = (lambda limit=None, n=name: load_benchmark_file(st["files"][n], limit)) if name in st["files"] \
+                else (lambda limit=None, n=name: load_benchmark(n, limit=limit))
+            problems = load(args.limit)
             cfg, path = configs[name], res.samples_path(out, name)
             done = res.load_samples(path, cfg.n)
             if args.regrade and done:
-                _regrade(done, path, grader, load_benchmark(name), show)
+                _regrade(done, path, grader, load(), show)
             todo = [(pos, p) for pos, p in enumerate(problems) if p.id not in done]
             chunk = max(1, args.chunk_size or (256 if args.backend == "vllm" else args.batch_size))
             bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=name, unit="problem",
