@@ -1,5 +1,5 @@
 """Install megatron_wmss. CPU machines: `pip install torch==2.13.0` first (CPU wheel), then `pip install -e .[test]`."""
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 CORE = [
     "torch>=2.4",
@@ -28,9 +28,10 @@ setup(
     version="0.1.0",
     description="WMSS (Weak-Driven Learning) at cluster scale on Megatron-Core",
     python_requires=">=3.11",
-    packages=find_packages(include=["megatron_wmss", "megatron_wmss.*"]),
-    package_data={"megatron_wmss": ["eval/benchmarks_data/*/*", "quickstart/*"]},
-    include_package_data=True,
+    # Namespace discovery so the data folders (eval/benchmarks_data/<name>/) are packages of their own
+    # and setuptools ships their files without warning about "importable" data directories.
+    packages=find_namespace_packages(include=["megatron_wmss", "megatron_wmss.*"], exclude=["*.__pycache__"]),
+    package_data={"megatron_wmss.eval.benchmarks_data": ["*/*"]},
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["wmss=megatron_wmss.cli:main"]},
