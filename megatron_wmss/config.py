@@ -14,6 +14,8 @@ from typing import Any, Optional, get_args, get_origin, get_type_hints
 
 import yaml
 
+from megatron_wmss.eval.benchmarks import resolve_names as resolve_benchmark_names
+
 
 class ConfigError(ValueError):
     """A recipe or override is invalid; the message names the option."""
@@ -93,8 +95,7 @@ class EvalConfig:
     benchmarks: list = field(default_factory=lambda: [
         "math500", "gsm8k", "aime25", "amc23", "svamp", "mawps", "aqua"])
     backend: str = "auto"  # auto = vllm on GPU, transformers on CPU
-    max_new_tokens: int = 4096
-    max_new_tokens_long: int = 8192  # AIME / AMC
+    max_new_tokens: Optional[int] = None  # None = the paper's limits: 4096, 8192 for AIME25 / AMC23
     num_samples: int = 1
     temperature: float = 0.0
     top_p: float = 0.95
@@ -244,6 +245,14 @@ def validate(cfg: Config) -> None:
     _check(w.sft_epochs > 0, "wmss.sft_epochs", "must be > 0")
     _check(e.backend in ("auto", "vllm", "transformers"), "eval.backend", "one of auto/vllm/transformers")
     _check(e.num_samples >= 1, "eval.num_samples", "must be >= 1")
+    _check(e.max_new_tokens is None or e.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1 (or null)")
+    _check(e.temperature >= 0, "eval.temperature", "must be >= 0 (0 = greedy)")
+    _check(0 < e.top_p <= 1, "eval.top_p", "must be in (0, 1]")
+    _check(e.limit is None or e.limit >= 1, "eval.limit", "must be >= 1 (or null)")
+    try:
+        resolve_benchmark_names(e.benchmarks)
+    except ValueError as err:
+        raise ConfigError(f"eval.benchmarks: {err}") from None
     _check(all(isinstance(k, int) and 1 <= k <= e.num_samples for k in e.pass_at_k), "eval.pass_at_k",
            f"each k must be an integer in [1, eval.num_samples={e.num_samples}]")
 

@@ -5,21 +5,25 @@
   export M_(K+1) to HF; evaluate when eval.enabled
 
 Run directory (`run_dir`): config.yaml, M0/ (converted from model.hf_path), phase1_sft/, iter_<t>/select/,
-iter_<t>/wdjt/, final_hf/, eval/ — each phase marks completion with a `DONE` file, so re-running the
+iter_<t>/wdjt/, wmss_hf/, eval/wmss/ — each phase marks completion with a `DONE` file, so re-running the
 same command resumes at the first incomplete phase (and inside it, from its last checkpoint or score
 file). `--baseline sft` instead trains plain SFT for the same epoch budget (wmss.sft_epochs + K) into
-`<run_dir>/baseline_sft/`, then exports and evaluates it the same way.
+`<run_dir>/baseline_sft/` (recipe in baseline_sft.config.yaml), then exports it to baseline_sft_hf/ and
+evaluates it the same way. Both may run at once in one run_dir: M0 is converted once, under a file lock.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import fcntl
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 import yaml
 
@@ -77,9 +81,13 @@ def _prepare_m0(cfg, run_dir: Path) -> Path:
     m0 = run_dir / "M0"
     if not (m0 / "hf_config.json").is_file():
         if dist.get_rank() == 0:
-            _log(f"converting {cfg.model.hf_path} -> {m0}")
-            _wmss_subprocess("convert", "hf-to-megatron", "--hf", cfg.model.hf_path, "--out", str(m0),
-                             "--tp", str(cfg.parallel.tp), "--pp", str(cfg.parallel.pp), "--overwrite")
+            # The WMSS run and its baseline may share run_dir and start together: one converts, one waits.
+            with open(run_dir / ".M0.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not (m0 / "hf_config.json").is_file():
+                    _log(f"converting {cfg.model.hf_path} -> {m0}")
+                    _wmss_subprocess("convert", "hf-to-megatron", "--hf", cfg.model.hf_path, "--out", str(m0),
+                                     "--tp", str(cfg.parallel.tp), "--pp", str(cfg.parallel.pp), "--overwrite")
         dist.barrier()
     return m0
 
@@ -137,12 +145,27 @@ def finish(cfg, final_ckpt: Path, name: str) -> None:
         source.write_text(str(final_ckpt))
     print(f"[wmss run] final model: {hf_dir}", flush=True)
     if cfg.eval.enabled:
-        args = ["eval", "--model", str(hf_dir), "--output-dir", str(run_dir / "eval" / name),
-                "--benchmarks", ",".join(cfg.eval.benchmarks), "--backend", cfg.eval.backend,
-                "--manifest", f"{cfg.data.path}.manifest.json"]
-        if cfg.eval.limit:
-            args += ["--limit", str(cfg.eval.limit)]
-        _wmss_subprocess(*args)
+        _wmss_subprocess(*eval_command(cfg.eval, hf_dir, run_dir / "eval" / name, f"{cfg.data.path}.manifest.json"))
+
+
+def eval_command(ev, hf_dir: Path, out_dir: Path, manifest: str) -> list[str]:
+    """The `wmss eval` arguments for the `eval` section of a recipe (backend auto: vllm on GPU when
+    installed, else transformers; max_new_tokens null: the paper's per-benchmark limits)."""
+    backend = ev.backend
+    if backend == "auto":
+        has_vllm = importlib.util.find_spec("vllm") is not None  # not imported here: that is seconds of CUDA setup
+        backend = "vllm" if torch.cuda.is_available() and has_vllm else "transformers"
+    args = ["eval", "--model", str(hf_dir), "--output-dir", str(out_dir), "--manifest", manifest,
+            "--benchmarks", ",".join(ev.benchmarks), "--backend", backend, "--n", str(ev.num_samples),
+            "--temperature", str(ev.temperature), "--top-p", str(ev.top_p),
+            "--k", ",".join(str(k) for k in ev.pass_at_k)]
+    if backend == "transformers" and torch.cuda.is_available():
+        args += ["--device", "cuda"]
+    if ev.max_new_tokens:
+        args += ["--max-new-tokens", str(ev.max_new_tokens)]
+    if ev.limit:
+        args += ["--limit", str(ev.limit)]
+    return args
 
 
 def main(argv=None) -> int:
@@ -162,7 +185,8 @@ def main(argv=None) -> int:
     distributed.initialize(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp, seed=cfg.training.seed)
     if dist.get_rank() == 0:
         Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.run_dir) / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        record = "baseline_sft.config.yaml" if args.baseline else "config.yaml"  # both may share run_dir
+        (Path(cfg.run_dir) / record).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     final = run_pipeline(cfg, baseline=args.baseline)
     rank = dist.get_rank()
     distributed.destroy()

@@ -11,7 +11,7 @@ def test_paper_defaults():
     assert cfg.wmss.iterations == 1 and cfg.wmss.dedupe and not cfg.wmss.freeze_weak
     t = cfg.training
     assert (t.lr, t.global_batch_size, t.clip_grad, t.warmup_fraction) == (1e-5, 512, 1.0, 0.1)
-    assert cfg.data.seq_length == 4096 and cfg.eval.max_new_tokens == 4096
+    assert cfg.data.seq_length == 4096 and cfg.eval.max_new_tokens is None  # per-benchmark: 4096, 8192 for AIME/AMC
 
 
 def test_recipe_then_overrides(tmp_path):
@@ -32,6 +32,9 @@ def test_recipe_then_overrides(tmp_path):
     ("training.lr=fast", "training.lr"),
     ("training.nonsense=1", "training.nonsense"),
     ("eval.pass_at_k=[4]", "eval.pass_at_k"),
+    ("eval.benchmarks=[gsm8k,gsm9k]", "eval.benchmarks: unknown benchmark 'gsm9k'"),
+    ("eval.max_new_tokens=0", "eval.max_new_tokens"),
+    ("eval.top_p=0", "eval.top_p"),
     ("model.fp8=e5m2", "model.fp8"),
     ("parallel.vpp=2", "parallel.vpp"),
 ])

@@ -1,6 +1,7 @@
 """`wmss run` end to end on CPU (K=2, then K=1 from the same run directory); SIGKILL inside each phase
 and re-running the same command finishes with the same final weights as an uninterrupted run."""
 
+import json
 import os
 import shutil
 import signal
@@ -62,8 +63,6 @@ def _kill_when(recipe, run_dir, marker: str) -> bool:
 
 
 def _losses(phase_dir):
-    import json
-
     return [json.loads(line)["loss"] for line in (phase_dir / "metrics.jsonl").read_text().splitlines()]
 
 
@@ -96,8 +95,13 @@ def test_killed_run_resumes_to_the_same_weights(recipe, tmp_path):
         assert got[name].equal(want[name]), name
     # K=1 from the same directory: every phase is done, the iteration-1 strong branch is exported
     shutil.copytree(reference, tmp_path / "k1")
-    out = _run(recipe, tmp_path / "k1", "wmss.iterations=1")
+    out = _run(recipe, tmp_path / "k1", "wmss.iterations=1", "eval.enabled=true", "eval.benchmarks=[gsm8k]",
+               "eval.limit=2", "eval.max_new_tokens=3")
     assert "training in" not in out
     source = (tmp_path / "k1" / "wmss_hf" / "SOURCE").read_text()
     assert source.endswith("iter_1/wdjt/export/strong")
     assert not _tensors(tmp_path / "k1" / "wmss_hf")["model.norm.weight"].equal(want["model.norm.weight"])
+    # eval.enabled: the recipe's eval section reaches `wmss eval` (backend auto -> transformers on CPU)
+    summary = json.loads((tmp_path / "k1" / "eval" / "wmss" / "summary.json").read_text())
+    assert summary["benchmarks"]["gsm8k"]["problems"] == 2
+    assert summary["benchmarks"]["gsm8k"]["max_new_tokens"] == 3
