@@ -42,12 +42,14 @@ def _entropy_forward_step(data_iterator, model):
 
     def per_sample_entropy(hidden):
         h_strong, h_weak = hidden
-        mask = batch["loss_mask"].float().transpose(0, 1)  # [s, b]
+        mask = batch["loss_mask"].transpose(0, 1) > 0  # [s, b]
         sums = {}
         for name, h, branch in (("h_strong", h_strong, model.strong), ("h_weak", h_weak, model.weak)):
-            entropy = linear_vocab_parallel_entropy(h, branch.output_weight(),
-                                                    vocab_size=branch.unpadded_vocab_size)  # [s, b] fp32
-            sums[name] = (entropy.double() * mask).sum(dim=0)
+            # Only the supervised positions: the prompt's entropies would be multiplied by 0 anyway.
+            entropy = torch.zeros(mask.shape, dtype=torch.float64, device=h.device)
+            entropy[mask] = linear_vocab_parallel_entropy(h[mask], branch.output_weight(),
+                                                          vocab_size=branch.unpadded_vocab_size).double()
+            sums[name] = entropy.sum(dim=0)
         sums["tokens"] = mask.double().sum(dim=0)
         return torch.zeros(()), sums
 
