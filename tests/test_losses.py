@@ -307,3 +307,18 @@ def test_fused_never_materializes_token_by_vocab_logits(gen):
     with _LargestAllocation() as unfused:
         mixed_logit_cross_entropy(hs @ ws.t(), hw @ ww.t(), labels, 0.5).sum().backward()
     assert unfused.largest >= 4 * tokens * vocab  # the check can see [tokens, V] when it exists
+
+
+def test_default_chunks_fit_the_budget_in_aligned_widths():
+    """chunk_size=None: the widest chunk whose buffers fit DEFAULT_CHUNK_BYTES, rounded down to a
+    multiple of CHUNK_ALIGN (odd GEMM widths are slow); below CHUNK_ALIGN the fit itself."""
+    from megatron_wmss.losses._common import CHUNK_ALIGN, DEFAULT_CHUNK_BYTES, MIN_CHUNK, chunk_len
+
+    for tokens, per_elem in ((1024, 12), (2048, 4), (4096, 10), (3000, 7)):
+        width = chunk_len(None, tokens, per_elem)
+        assert width % CHUNK_ALIGN == 0 and width * tokens * per_elem <= DEFAULT_CHUNK_BYTES
+        assert (width + CHUNK_ALIGN) * tokens * per_elem > DEFAULT_CHUNK_BYTES
+    fit = DEFAULT_CHUNK_BYTES // (2 ** 20 * 4)  # 64 columns fit: fewer than CHUNK_ALIGN, kept as is
+    assert chunk_len(None, 2 ** 20, 4) == fit
+    assert chunk_len(None, 2 ** 30, 4) == MIN_CHUNK
+    assert chunk_len(7, 1024, 4) == 7

@@ -127,7 +127,8 @@ def test_tp_equals_single_process(single, tp, use_megatron):
     _, partial_grads = zip(*(out["fused_partial_dh"] for out in ranks))
     _, full_grads = one["fused_partial_dh"]
     for i in (0, 2):
-        assert rel_err(sum(g[i] for g in partial_grads), full_grads[i]) <= tol
+        # fp32 row sums in the fused kernel: parallel vs single-process gradient tolerance (foundation issue)
+        assert rel_err(sum(g[i] for g in partial_grads), full_grads[i]) <= 1e-5
         assert rel_err(partial_grads[0][i], full_grads[i]) > 1e-3  # a slice alone is not the full dh
     for out in ranks:
         for got, want in zip(out["diagnostics"], one["diagnostics"]):
