@@ -5,7 +5,9 @@ vs a WD-JT step's (target >= 2.5x), on the same model and batch, measured side b
   python benchmarks/step_time.py --hidden 2048 --layers 16 --vocab 151936 --seq 4096   # on a GPU
 
 Each variant runs in its own fresh process (megatron_wmss.testing.run_ranks, one rank) so peak memory
-is per variant: CUDA max_memory_allocated on GPU, peak RSS growth after the imports on CPU.
+is per variant: CUDA max_memory_allocated on GPU, peak RSS growth after the imports on CPU. The variants
+run in interleaved rounds (`--rounds`) and the fastest round of each counts, so a change of machine
+load between variants does not skew the ratios.
 """
 
 from __future__ import annotations
@@ -136,15 +138,19 @@ def main(argv=None):
     parser.add_argument("--micro-batches", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds of (sft, wmss, scoring)")
     args = parser.parse_args(argv)
 
     from megatron_wmss.testing import run_ranks
 
-    results = {v: run_ranks(measure, 1, v, args, timeout_s=3600)[0] for v in ("sft", "wmss", "scoring")}
+    rounds = [{v: run_ranks(measure, 1, v, args, timeout_s=3600)[0] for v in ("sft", "wmss", "scoring")}
+              for _ in range(args.rounds)]
+    results = {v: min((r[v] for r in rounds), key=lambda m: m["seconds"]) for v in ("sft", "wmss", "scoring")}
     sft, wmss, scoring = results["sft"], results["wmss"], results["scoring"]
     tokens = sft["supervised_tokens"]
     print(f"model: qwen3-shaped hidden {args.hidden}, {args.layers} layers, ffn {args.ffn}, vocab {args.vocab}; "
-          f"batch {args.micro_batches} x {args.micro_batch} x seq {args.seq} ({tokens:.0f} supervised tokens)")
+          f"batch {args.micro_batches} x {args.micro_batch} x seq {args.seq} ({tokens:.0f} supervised tokens); "
+          f"fastest of {args.rounds} interleaved rounds")
     print(f"{'variant':<34} {'s/step':>9} {'sup. tok/s':>11} {'peak MiB':>9}")
     names = {"sft": "SFT step (1 model)", "wmss": "WD-JT step (2 models, fused loss)",
              "scoring": "WD-DS scoring pass (forward only)"}
