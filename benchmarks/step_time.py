@@ -46,8 +46,8 @@ class RandomSFTData:
     def __getitem__(self, i):
         return self.rows[i]
 
-    def epoch_order(self, epoch):
-        return self._np.random.default_rng([1, epoch]).permutation(len(self.rows))
+    def epoch_order(self, epoch, phase=0):
+        return self._np.random.default_rng([1, epoch, phase]).permutation(len(self.rows))
 
 
 def _peak_bytes(baseline_kb):

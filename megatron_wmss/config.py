@@ -73,6 +73,10 @@ class TrainingConfig:
     log_interval: int = 1
     save_interval: int = 0  # 0 = only at the end
     tensorboard: bool = True
+    # which phase of a multi-phase run this is (set by `wmss run` / `wmss study`): each phase draws its
+    # own per-epoch shuffles from (data.seed, phase, epoch), so no phase replays another one's order
+    data_phase: int = 0
+    export_steps: list = field(default_factory=list)  # also export the model(s) after these steps
 
 
 @dataclass
@@ -87,6 +91,28 @@ class WmssConfig:
     dedupe: bool = True  # Section 4.2: duplicates removed from the drawn active set
     num_draws: Optional[int] = None  # default |D|
     sft_epochs: float = 1.0  # Phase 1
+    # Budgets in optimizer steps (null = the paper's epoch rule: Phase 1 = sft_epochs of D, each WD-JT
+    # iteration = 1 epoch of D_active, the SFT baseline = sft_epochs + K epochs of D)
+    sft_steps: Optional[int] = None
+    wdjt_steps: Optional[int] = None  # per WD-JT iteration
+    baseline_steps: Optional[int] = None
+    step_matched: bool = False  # baseline steps = Phase-1 steps + all WD-JT steps
+    # weak model of the first WD-DS / WD-JT iteration: "m0" (Algorithm 1) or "phase1_step:N" (the Phase-1
+    # checkpoint after N steps, as in the paper's entropy-separation study, App. B.5)
+    weak: str = "m0"
+
+
+@dataclass
+class StudyConfig:
+    """`wmss study`: arms trained from one Phase-1 model M1 with equal steps and LR schedule (docs/study.md)."""
+
+    arms: list = field(default_factory=lambda: ["sft", "sft_active", "random", "wdjt", "wdjt_frozen"])
+    seeds: list = field(default_factory=lambda: [1, 2, 3])
+    lams: list = field(default_factory=list)  # extra WD-JT arms wdjt_lam<λ>
+    stage_steps: Optional[int] = None  # steps of every arm; null = 1 epoch of the first seed's D_active
+    benchmark_file: Optional[str] = None  # NAME=PATH for `wmss eval --benchmark-file`; null = eval.benchmarks
+    curve_steps: list = field(default_factory=list)  # Phase-1 steps also evaluated (the plateau curve)
+    heldout_data: Optional[str] = None  # preprocessed held-out prefix: held-out loss of every evaluated model
 
 
 @dataclass
@@ -101,6 +127,8 @@ class EvalConfig:
     top_p: float = 0.95
     pass_at_k: list = field(default_factory=lambda: [1])
     limit: Optional[int] = None  # evaluate only the first N problems of each benchmark
+    batch_size: int = 8  # transformers backend: prompts generated together
+    grade_workers: Optional[int] = None  # math-verify grading processes (null = up to 8)
 
 
 @dataclass
@@ -112,6 +140,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     wmss: WmssConfig = field(default_factory=WmssConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
 
 
 def _coerce(value: Any, annotation: Any, option: str) -> Any:
@@ -243,18 +272,59 @@ def validate(cfg: Config) -> None:
     _check(w.selection_formula in ("paper", "reference"), "wmss.selection_formula", "one of paper/reference")
     _check(w.num_draws is None or w.num_draws >= 1, "wmss.num_draws", "must be >= 1")
     _check(w.sft_epochs > 0, "wmss.sft_epochs", "must be > 0")
+    for name in ("sft_steps", "wdjt_steps", "baseline_steps"):
+        _check(getattr(w, name) is None or getattr(w, name) >= 1, f"wmss.{name}", "must be >= 1 (or null)")
+    _check(not (w.step_matched and w.baseline_steps), "wmss.step_matched",
+           "step_matched derives the baseline's steps; unset wmss.baseline_steps (or step_matched=false)")
+    try:
+        weak_step(w.weak)
+    except ValueError as err:
+        raise ConfigError(f"wmss.weak: {err}") from None
+    _check(t.data_phase >= 0, "training.data_phase", "must be >= 0")
+    _check(all(isinstance(k, int) and k >= 1 for k in t.export_steps), "training.export_steps",
+           "each entry must be a step number >= 1")
+    _validate_study(cfg.study)
     _check(e.backend in ("auto", "vllm", "transformers"), "eval.backend", "one of auto/vllm/transformers")
     _check(e.num_samples >= 1, "eval.num_samples", "must be >= 1")
     _check(e.max_new_tokens is None or e.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1 (or null)")
     _check(e.temperature >= 0, "eval.temperature", "must be >= 0 (0 = greedy)")
     _check(0 < e.top_p <= 1, "eval.top_p", "must be in (0, 1]")
     _check(e.limit is None or e.limit >= 1, "eval.limit", "must be >= 1 (or null)")
+    _check(e.batch_size >= 1, "eval.batch_size", "must be >= 1")
+    _check(e.grade_workers is None or e.grade_workers >= 1, "eval.grade_workers", "must be >= 1 (or null)")
     try:
         resolve_benchmark_names(e.benchmarks)
     except ValueError as err:
         raise ConfigError(f"eval.benchmarks: {err}") from None
     _check(all(isinstance(k, int) and 1 <= k <= e.num_samples for k in e.pass_at_k), "eval.pass_at_k",
            f"each k must be an integer in [1, eval.num_samples={e.num_samples}]")
+
+
+def weak_step(spec: str) -> int | None:
+    """`wmss.weak` -> None for "m0", N for "phase1_step:N"; ValueError otherwise."""
+    if spec == "m0":
+        return None
+    head, _, number = str(spec).partition(":")
+    if head == "phase1_step" and number.isdigit() and int(number) >= 1:
+        return int(number)
+    raise ValueError(f"expected m0 or phase1_step:N with N >= 1, got {spec!r}")
+
+
+STUDY_ARMS = ("sft", "sft_active", "random", "wdjt", "wdjt_frozen")
+
+
+def _validate_study(s: StudyConfig) -> None:
+    unknown = [a for a in s.arms if a not in STUDY_ARMS]
+    _check(not unknown, "study.arms", f"unknown arm(s) {unknown}; known: {', '.join(STUDY_ARMS)}")
+    _check(len(set(s.arms)) == len(s.arms), "study.arms", "an arm is listed twice")
+    _check(bool(s.seeds) and all(isinstance(x, int) for x in s.seeds), "study.seeds", "a non-empty list of integers")
+    _check(len(set(s.seeds)) == len(s.seeds), "study.seeds", "a seed is listed twice")
+    _check(all(isinstance(x, (int, float)) and 0.0 <= x <= 1.0 for x in s.lams), "study.lams",
+           "each lambda must be a number in [0, 1]")
+    _check(s.stage_steps is None or s.stage_steps >= 1, "study.stage_steps", "must be >= 1 (or null)")
+    _check(s.benchmark_file is None or "=" in s.benchmark_file, "study.benchmark_file", "expected NAME=PATH")
+    _check(all(isinstance(k, int) and k >= 1 for k in s.curve_steps), "study.curve_steps",
+           "each entry must be a step number >= 1")
 
 
 def to_dict(cfg: Config) -> dict:

@@ -1,13 +1,19 @@
 """`wmss run`: the whole of Algorithm 1 from a recipe (launch with torchrun for TP/PP/DP).
 
-  M0 --Phase 1 SFT (wmss.sft_epochs)--> M1
-  for t = 1..K:  WD-DS(weak=M_(t-1), strong=M_t) -> D_active;  WD-JT on D_active -> M_(t+1) = strong branch
+  M0 --Phase 1 SFT (wmss.sft_steps, default wmss.sft_epochs of D)--> M1
+  for t = 1..K:  WD-DS(weak=M_(t-1), strong=M_t) -> D_active;  WD-JT on D_active (wmss.wdjt_steps, default
+                 1 epoch of D_active) -> M_(t+1) = strong branch   (wmss.weak=phase1_step:N: the first weak
+                 model is the Phase-1 checkpoint after N steps instead of M0)
   export M_(K+1) to HF; evaluate when eval.enabled
+
+Budgets are optimizer steps (megatron_wmss/budget.py), recorded in `<run_dir>/steps.json`; every phase
+draws its own data order (training.data_phase), so no phase replays another one's.
 
 Run directory (`run_dir`): config.yaml, M0/ (converted from model.hf_path), phase1_sft/, iter_<t>/select/,
 iter_<t>/wdjt/, wmss_hf/, eval/wmss/ — each phase marks completion with a `DONE` file, so re-running the
 same command resumes at the first incomplete phase (and inside it, from its last checkpoint or score
-file). `--baseline sft` instead trains plain SFT for the same epoch budget (wmss.sft_epochs + K) into
+file). `--baseline sft` instead trains plain SFT from M0 (wmss.baseline_steps; with wmss.step_matched the
+Phase-1 + WD-JT steps of the WMSS run; default the epoch rule wmss.sft_epochs + K epochs of D) into
 `<run_dir>/baseline_sft/` (recipe in baseline_sft.config.yaml), then exports it to baseline_sft_hf/ and
 evaluates it the same way. Both may run at once in one run_dir: M0 is converted once, under a file lock.
 """
@@ -18,6 +24,7 @@ import argparse
 import copy
 import fcntl
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -50,12 +57,15 @@ def _wmss_subprocess(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "megatron_wmss.cli", *args], check=True, env=env)
 
 
-def _phase_config(cfg, objective: str, epochs: float, run_dir: Path):
-    phase = copy.deepcopy(cfg)
-    phase.training.objective = objective
-    phase.training.epochs = epochs
-    phase.run_dir = str(run_dir)
-    return phase
+def _phase_config(cfg, objective: str, steps: int, run_dir: Path, phase: int, export_steps=()):
+    """The recipe of one training phase: `steps` optimizer steps, its own data order (`phase`)."""
+    phase_cfg = copy.deepcopy(cfg)
+    phase_cfg.training.objective = objective
+    phase_cfg.training.train_iters = steps
+    phase_cfg.training.data_phase = phase
+    phase_cfg.training.export_steps = list(export_steps)
+    phase_cfg.run_dir = str(run_dir)
+    return phase_cfg
 
 
 def _log(message: str) -> None:
@@ -70,7 +80,8 @@ def _train_phase(cfg, *, dataset, hf_config, tokenizer_dir, init, run_dir: Path,
 
     if not _done(run_dir):
         _log(f"{name}: training in {run_dir}")
-        result = train(cfg, dataset=dataset, hf_config=hf_config, init=init, run_dir=run_dir, name=name)
+        result = train(cfg, dataset=dataset, hf_config=hf_config, init=init, run_dir=run_dir, name=name,
+                       tokenizer_dir=tokenizer_dir)
         export_branches(result.model, run_dir / "export", hf_config, tokenizer_dir)
         _mark_done(run_dir)
     return {branch.name: branch for branch in (run_dir / "export").iterdir() if branch.is_dir()}
@@ -92,12 +103,40 @@ def _prepare_m0(cfg, run_dir: Path) -> Path:
     return m0
 
 
+def _active_sizes(run_dir: Path, iterations: int) -> list[int] | None:
+    """The WMSS run's active-set sizes (distinct samples trained per WD-JT iteration), if all are selected."""
+    sizes = []
+    for t in range(1, iterations + 1):
+        summary = run_dir / f"iter_{t}" / "select" / "summary.json"
+        if not summary.is_file():
+            return None
+        sizes.append(json.loads(summary.read_text())["active_set_size"])
+    return sizes
+
+
+def _record_steps(run_dir: Path, key: str, steps) -> None:
+    """`<run_dir>/steps.json`: the optimizer steps of every phase, as trained (read by reports)."""
+    if dist.get_rank() != 0:
+        return
+    path = run_dir / "steps.json"
+    with open(run_dir / ".steps.lock", "w") as lock:  # the WMSS run and its baseline may write at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        record[key] = steps
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
+        tmp.replace(path)
+
+
 def run_pipeline(cfg, *, baseline: str | None = None) -> Path:
     """Run (or resume) Algorithm 1 or the SFT baseline; return the final model checkpoint."""
+    from megatron_wmss import budget
     from megatron_wmss.checkpoint import read_model_metadata
+    from megatron_wmss.config import weak_step
     from megatron_wmss.selection.run import run_selection
     from megatron_wmss.train import open_dataset
     from megatron_wmss.training.batches import ActiveSubset
+    from megatron_wmss.training.loop import snapshot_dir
 
     run_dir = Path(cfg.run_dir)
     m0 = _prepare_m0(cfg, run_dir)
@@ -106,16 +145,26 @@ def run_pipeline(cfg, *, baseline: str | None = None) -> Path:
     dataset = open_dataset(cfg)
     w = cfg.wmss
     if baseline == "sft":
-        epochs = w.sft_epochs + w.iterations
+        try:
+            steps = budget.baseline_steps(cfg, len(dataset), _active_sizes(run_dir, w.iterations))
+        except ValueError as err:
+            raise SystemExit(f"wmss run --baseline sft: {err}") from None
+        _record_steps(run_dir, "baseline_sft", steps)
         phase = run_dir / "baseline_sft"
-        exported = _train_phase(_phase_config(cfg, "sft", epochs, phase), dataset=dataset, hf_config=hf_config,
-                                tokenizer_dir=tokenizer_dir, init={"model": str(m0)}, run_dir=phase,
-                                name=f"baseline SFT ({epochs:g} epochs)")
+        exported = _train_phase(_phase_config(cfg, "sft", steps, phase, phase=0), dataset=dataset,
+                                hf_config=hf_config, tokenizer_dir=tokenizer_dir, init={"model": str(m0)},
+                                run_dir=phase, name=f"baseline SFT ({steps} steps)")
         return exported["model"]
+    p1_steps, weak_at = budget.phase1_steps(cfg, len(dataset)), weak_step(w.weak)
+    if weak_at is not None and weak_at >= p1_steps:
+        raise SystemExit(f"wmss run: wmss.weak={w.weak} must name a step before the end of Phase 1 ({p1_steps} steps)")
+    _record_steps(run_dir, "phase1_sft", p1_steps)
     phase = run_dir / "phase1_sft"
-    models = [m0, _train_phase(_phase_config(cfg, "sft", w.sft_epochs, phase), dataset=dataset,
-                               hf_config=hf_config, tokenizer_dir=tokenizer_dir, init={"model": str(m0)},
-                               run_dir=phase, name="phase 1 SFT")["model"]]
+    m1 = _train_phase(_phase_config(cfg, "sft", p1_steps, phase, phase=0, export_steps=[weak_at] if weak_at else []),
+                      dataset=dataset, hf_config=hf_config, tokenizer_dir=tokenizer_dir, init={"model": str(m0)},
+                      run_dir=phase, name=f"phase 1 SFT ({p1_steps} steps)")["model"]
+    first_weak = m0 if weak_at is None else snapshot_dir(phase, weak_at) / "model"
+    models, wdjt = [first_weak, m1], []
     for t in range(1, w.iterations + 1):
         weak, strong = models[t - 1], models[t]
         select_dir = run_dir / f"iter_{t}" / "select"
@@ -124,14 +173,18 @@ def run_pipeline(cfg, *, baseline: str | None = None) -> Path:
             summary = run_selection(cfg, dataset=dataset, hf_config=hf_config, weak_ckpt=weak, strong_ckpt=strong,
                                     out_dir=select_dir, seed=cfg.training.seed + t)
             _log(f"iteration {t}: active set {summary['active_set_size']} of {summary['num_samples']} "
-                 f"(selected fraction {summary['selected_fraction']:.3f})")
+                 f"(selected fraction {summary['selected_fraction']:.3f}, weight CV {summary['weight_cv']:.3f})")
             _mark_done(select_dir)
         active = ActiveSubset.from_file(dataset, select_dir / "active_set.txt")
+        wdjt.append(budget.wdjt_steps(cfg, len(active)))
+        _record_steps(run_dir, "wdjt", wdjt)
         phase = run_dir / f"iter_{t}" / "wdjt"
-        exported = _train_phase(_phase_config(cfg, "wmss", 1.0, phase), dataset=active, hf_config=hf_config,
-                                tokenizer_dir=tokenizer_dir, init={"strong": str(strong), "weak": str(weak)},
-                                run_dir=phase, name=f"iteration {t} WD-JT")
+        exported = _train_phase(_phase_config(cfg, "wmss", wdjt[-1], phase, phase=t), dataset=active,
+                                hf_config=hf_config, tokenizer_dir=tokenizer_dir,
+                                init={"strong": str(strong), "weak": str(weak)}, run_dir=phase,
+                                name=f"iteration {t} WD-JT ({wdjt[-1]} steps)")
         models.append(exported["strong"])
+    _log(f"optimizer steps: Phase 1 {p1_steps} + WD-JT {' + '.join(map(str, wdjt))} = {p1_steps + sum(wdjt)}")
     return models[-1]
 
 
@@ -159,8 +212,10 @@ def eval_command(ev, hf_dir: Path, out_dir: Path, manifest: str) -> list[str]:
             "--benchmarks", ",".join(ev.benchmarks), "--backend", backend, "--n", str(ev.num_samples),
             "--temperature", str(ev.temperature), "--top-p", str(ev.top_p),
             "--k", ",".join(str(k) for k in ev.pass_at_k)]
-    if backend == "transformers" and torch.cuda.is_available():
-        args += ["--device", "cuda"]
+    if backend == "transformers":
+        args += ["--batch-size", str(ev.batch_size)] + (["--device", "cuda"] if torch.cuda.is_available() else [])
+    if ev.grade_workers:
+        args += ["--grade-workers", str(ev.grade_workers)]
     if ev.max_new_tokens:
         args += ["--max-new-tokens", str(ev.max_new_tokens)]
     if ev.limit:
@@ -173,7 +228,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML recipe")
     parser.add_argument("overrides", nargs="*", help="section.option=value")
-    parser.add_argument("--baseline", choices=["sft"], help="run the equal-budget SFT baseline instead")
+    parser.add_argument("--baseline", choices=["sft"], help="run the SFT baseline instead (budget: wmss.baseline_steps / wmss.step_matched)")
     args = parser.parse_args(argv)
 
     from megatron_wmss import distributed

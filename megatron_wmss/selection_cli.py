@@ -36,7 +36,8 @@ def main(argv=None) -> int:
     summary = run_selection(cfg, dataset=open_dataset(cfg), hf_config=hf_config, weak_ckpt=args.weak,
                             strong_ckpt=args.strong, out_dir=args.out,
                             seed=cfg.training.seed if args.seed is None else args.seed)
-    distributed.print_rank0(json.dumps({k: summary[k] for k in ("num_samples", "active_set_size",
-                                                                "selected_fraction", "separation")}))
+    distributed.print_rank0(json.dumps({k: summary[k] for k in (
+        "num_samples", "active_set_size", "selected_fraction", "separation", "weight_cv", "weight_min",
+        "weight_max", "ess_fraction")}))
     distributed.destroy()
     return 0

@@ -77,7 +77,7 @@ def main(argv=None) -> int:
 
         dataset = ActiveSubset.from_file(dataset, args.active_set)
     result = train(cfg, dataset=dataset, hf_config=hf_config, init=init,
-                   run_dir=cfg.run_dir, resume=not args.no_resume)
+                   run_dir=cfg.run_dir, resume=not args.no_resume, tokenizer_dir=tokenizer_dir)
     if not args.no_export:
         export_branches(result.model, Path(cfg.run_dir) / "export", hf_config, tokenizer_dir)
     distributed.print_rank0(f"wmss train: done, {result.steps} steps, checkpoint {result.checkpoint}")

@@ -36,8 +36,8 @@ class ToySFTDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         return self.rows[i]
 
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([7, epoch]).permutation(len(self.rows))
+    def epoch_order(self, epoch: int, phase: int = 0) -> np.ndarray:
+        return np.random.default_rng([7, epoch, phase]).permutation(len(self.rows))
 
 
 def make_config(run_dir, objective="wmss", tp=1, pp=1, dist_opt=False, **over):

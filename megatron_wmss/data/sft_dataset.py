@@ -24,9 +24,15 @@ from .indexed import open_dataset
 _PACK_STREAM = 0x7061636B  # separates the packing shuffle from the epoch shuffles
 
 
-def epoch_permutation(n: int, seed: int, epoch: int = 0) -> np.ndarray:
-    """The same permutation of range(n) on every rank for a given (seed, epoch) (numpy PCG64)."""
-    return np.random.default_rng([int(seed), int(epoch)]).permutation(int(n))
+def epoch_permutation(n: int, seed: int, epoch: int = 0, phase: int = 0) -> np.ndarray:
+    """The same permutation of range(n) on every rank for a given (seed, epoch, phase) (numpy PCG64).
+
+    `phase` numbers the training phases of a multi-phase run (Phase 1 SFT = 0, WD-JT iteration t = t,
+    a study's second stage = 1): each phase draws its own shuffle of every epoch, so a second phase over
+    the same data never replays the first one's order. Phase 0 keeps the single-phase order of
+    `wmss train` (seed and epoch only)."""
+    key = [int(seed), int(epoch)] if phase == 0 else [int(seed), int(epoch), int(phase)]
+    return np.random.default_rng(key).permutation(int(n))
 
 
 def dp_shard(indices_or_len, dp_rank: int, dp_size: int, *, drop_last: bool = True) -> np.ndarray:
@@ -101,9 +107,9 @@ class SFTDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self._bin_offsets) - 1 if self.pack else len(self._index)
 
-    def epoch_order(self, epoch: int) -> np.ndarray:
-        """Shuffled item indices for `epoch` (same on every rank); shard with dp_shard(order, rank, size)."""
-        return epoch_permutation(len(self), self.seed, epoch)
+    def epoch_order(self, epoch: int, phase: int = 0) -> np.ndarray:
+        """Shuffled item indices for `epoch` of training phase `phase` (same on every rank)."""
+        return epoch_permutation(len(self), self.seed, epoch, phase)
 
     def index_of(self, sample_id: str) -> int:
         """Item index of a sample id (unpacked datasets)."""

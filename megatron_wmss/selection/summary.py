@@ -16,6 +16,18 @@ from megatron_wmss.selection.weights import sample_active_set, selection_weights
 # App. B.5: mixing adds little when weak and strong are nearly equally uncertain. Warn when the mean
 # |dH| is below this fraction of the mean strong entropy.
 SEPARATION_WARNING_RATIO = 0.05
+# Below this coefficient of variation of p_i*N the Eq. 9 weights are close to uniform, and the draw is
+# in effect uniform random sampling of ~63% of D (1 - 1/e distinct samples from N draws).
+UNIFORM_WARNING_CV = 0.25
+
+
+def weight_spread(weights: np.ndarray) -> dict:
+    """How far the sampling distribution is from uniform: p_i*N (1 everywhere when uniform), its
+    coefficient of variation, and the effective sample size (sum p)^2 / sum p^2 as a fraction of N."""
+    scaled = np.asarray(weights, dtype=np.float64) * len(weights)
+    ess = weights.sum() ** 2 / np.square(weights).sum()
+    return {"weight_cv": float(scaled.std() / scaled.mean()), "weight_min": float(scaled.min()),
+            "weight_max": float(scaled.max()), "ess_fraction": float(ess / len(weights))}
 
 
 def _stats(values: np.ndarray) -> dict:
@@ -51,8 +63,14 @@ def select_active_set(scores: dict[str, dict], sample_ids: list[str], wmss_cfg, 
         "mass_per_term": dict(zip(("alpha[-dH]+", "beta*H_strong", "gamma[dH]+"),
                                   (terms.sum(axis=1) / max(terms.sum(), 1e-300)).tolist())),
         "separation": separation,
+        **weight_spread(weights),
         "warnings": [],
     }
+    if summary["weight_cv"] < UNIFORM_WARNING_CV:
+        summary["warnings"].append(
+            f"the selection weights are nearly uniform (p_i*N in [{summary['weight_min']:.2f}, "
+            f"{summary['weight_max']:.2f}], coefficient of variation {summary['weight_cv']:.3f}): the draw is "
+            "then close to uniform random sampling; consider a weaker/earlier weak model (wmss.weak=phase1_step:N)")
     if separation < SEPARATION_WARNING_RATIO:
         summary["warnings"].append(
             f"weak and strong entropies are close (mean |dH| = {separation:.3f} x mean H_strong): the "

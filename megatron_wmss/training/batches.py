@@ -1,7 +1,7 @@
 """Which samples each step and each data-parallel rank trains on, deterministically.
 
-The sample stream is the concatenation of per-epoch shuffles (`dataset.epoch_order(e)`, the same on
-every rank). Step k trains on stream positions [k*G, (k+1)*G) for global batch G; data-parallel rank r
+The sample stream is the concatenation of per-epoch shuffles (`dataset.epoch_order(e, phase)`, the
+same on every rank; `phase` numbers the phases of a multi-phase run, so each phase shuffles anew). Step k trains on stream positions [k*G, (k+1)*G) for global batch G; data-parallel rank r
 takes the r-th contiguous G/dp slice, split into micro-batches. The number of steps is
 ceil(epochs * N / G) unless `train_iters` is given, so the last step may reach into the next epoch's
 shuffle rather than drop samples. The only state is the step number, which makes resume exact.
@@ -16,7 +16,7 @@ import torch
 
 class GlobalBatchSchedule:
     def __init__(self, dataset, *, global_batch_size: int, micro_batch_size: int, dp_size: int, dp_rank: int,
-                 epochs: float = 1.0, train_iters: int | None = None):
+                 epochs: float = 1.0, train_iters: int | None = None, phase: int = 0):
         per_rank, remainder = divmod(global_batch_size, dp_size)
         if remainder or per_rank % micro_batch_size:
             raise ValueError(
@@ -31,12 +31,13 @@ class GlobalBatchSchedule:
         self.per_rank = per_rank
         self.num_microbatches = per_rank // micro_batch_size
         self.total_steps = train_iters or max(1, math.ceil(epochs * len(dataset) / global_batch_size))
+        self.phase = phase
         self._orders: dict[int, list[int]] = {}
 
     def _sample_at(self, position: int) -> int:
         epoch, offset = divmod(position, len(self.dataset))
         if epoch not in self._orders:
-            self._orders = {epoch: self.dataset.epoch_order(epoch).tolist()}  # keep one epoch cached
+            self._orders = {epoch: self.dataset.epoch_order(epoch, self.phase).tolist()}  # keep one epoch cached
         return self._orders[epoch][offset]
 
     def rank_samples(self, step: int) -> list[int]:
@@ -81,7 +82,7 @@ class ActiveSubset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         return self.dataset[self.indices[i]]
 
-    def epoch_order(self, epoch: int):
+    def epoch_order(self, epoch: int, phase: int = 0):
         from megatron_wmss.data import epoch_permutation
 
-        return epoch_permutation(len(self), self.seed, epoch)
+        return epoch_permutation(len(self), self.seed, epoch, phase)

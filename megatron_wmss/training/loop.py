@@ -47,10 +47,16 @@ def _check_finite(step: int, metrics: dict, model) -> None:
                              "before the optimizer update, no checkpoint written for this step")
 
 
+def snapshot_dir(run_dir: str | Path, step: int) -> Path:
+    """Where `training.export_steps` puts the model(s) after `step`: one directory per branch inside."""
+    return Path(run_dir) / "snapshots" / f"step_{step:07d}"
+
+
 def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, resume: bool = True,
-          name: str = "train") -> TrainResult:
+          name: str = "train", tokenizer_dir: str | Path | None = None) -> TrainResult:
     """Train `cfg.training.objective` on `dataset` (an SFTDataset); checkpoints go to
-    `<run_dir>/checkpoints`. `init` names the starting model checkpoint(s), see components.py."""
+    `<run_dir>/checkpoints`. `init` names the starting model checkpoint(s), see components.py. After
+    each step in `training.export_steps` the branches are exported to `snapshot_dir(run_dir, step)`."""
     from megatron.core import parallel_state
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
@@ -58,6 +64,7 @@ def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, res
     from megatron_wmss.training.batches import GlobalBatchSchedule
     from megatron_wmss.training.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
     from megatron_wmss.training.components import build_components
+    from megatron_wmss.training.export import export_branches
     from megatron_wmss.training.logger import TrainingLogger
     from megatron_wmss.training.objectives import forward_step_for
 
@@ -65,7 +72,7 @@ def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, res
     layout = current_layout()
     schedule = GlobalBatchSchedule(dataset, global_batch_size=t.global_batch_size,
                                    micro_batch_size=t.micro_batch_size, dp_size=layout.dp, dp_rank=layout.dp_rank,
-                                   epochs=t.epochs, train_iters=t.train_iters)
+                                   epochs=t.epochs, train_iters=t.train_iters, phase=t.data_phase)
     parts = build_components(cfg, hf_config, init, schedule.total_steps)
     distributed_optimizer = cfg.parallel.use_distributed_optimizer
     ckpt_root = run_dir / "checkpoints"
@@ -97,6 +104,8 @@ def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, res
             metrics.update(lr=parts.optimizer.param_groups[0]["lr"], grad_norm=float(grad_norm or 0.0))
             parts.scheduler.step(increment=1)
             logger.log(step + 1, metrics)
+            if step + 1 in t.export_steps and step + 1 > start_step:  # earlier ones preceded the checkpoint
+                export_branches(parts.model, snapshot_dir(run_dir, step + 1), hf_config, tokenizer_dir)
             last = step + 1 == schedule.total_steps
             if last or (t.save_interval and (step + 1) % t.save_interval == 0):
                 latest = save_checkpoint(ckpt_root, step + 1, parts.model, parts.optimizer, parts.scheduler,
