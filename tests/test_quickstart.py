@@ -70,13 +70,14 @@ def test_quickstart_end_to_end(quickstart_run):
 
     phase1, wdjt, base = steps("phase1_sft"), steps("iter_1/wdjt"), steps("baseline_sft")
     n, gbs = res["num_train"], 16
-    assert len(phase1) == -(-n // gbs) and len(base) == -(-2 * n // gbs)  # 1 epoch vs the 2-epoch budget
-    assert len(wdjt) == -(-sel["active_set_size"] // gbs) and all("strong_ce" in r and "weak_ce" in r for r in wdjt)
+    # step-matched: Phase 1 = 1 epoch of D, WD-JT as many steps, the baseline their sum
+    assert len(phase1) == len(wdjt) == -(-n // gbs) and len(base) == len(phase1) + len(wdjt)
+    assert all("strong_ce" in r and "weak_ce" in r for r in wdjt)
+    assert res["steps"] == {"phase1_sft": len(phase1), "wdjt": [len(wdjt)], "baseline_sft": len(base)}
     assert all(r["loss"] == r["loss"] for r in phase1 + wdjt + base)  # finite, not NaN
     assert base[-1]["loss"] < base[0]["loss"]  # it trained
     timings = json.loads((out / "quickstart.json").read_text())["timings"]
-    for name in ("M0 pre-training (plain task text)", "Phase 1 SFT (1 epoch)", "WD-DS", "WD-JT (1 epoch of D_active)",
-                 "baseline SFT (2 epochs, + startup)", "eval WMSS", "eval SFT baseline", "eval M0", "eval M1",
+    for name in ("M0 pre-training (plain task text)", "Phase 1 SFT", "WD-DS", "WD-JT", "baseline SFT (+ startup)", "eval WMSS", "eval SFT baseline", "eval M0", "eval M1",
                  "M1 export to HF"):
         assert timings[name]["seconds"] >= 0, name
     report = (out / "report.md").read_text()
@@ -95,7 +96,7 @@ def test_second_run_resumes_without_redoing_work(quickstart_run, capsys):
     assert [m.stat().st_mtime_ns for m in markers] == before
     assert {p: p.stat().st_size for p in (out / "logs").iterdir()} == logs  # no `wmss run` launched
     timings = json.loads((out / "quickstart.json").read_text())["timings"]
-    assert timings["Phase 1 SFT (1 epoch)"].get("resumed") and timings["task"].get("resumed")
+    assert timings["Phase 1 SFT"].get("resumed") and timings["task"].get("resumed")
     assert "WMSS (K=1)" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="other settings"):
         main(["--out", str(out), *REDUCED[:1], "8", *REDUCED[2:]])

@@ -5,7 +5,8 @@
   3. base model  tiny Qwen3 HF model, pre-trained briefly on plain (unlabelled) task text -> M0
   4. preprocess  `wmss preprocess`: chat rows -> indexed .bin/.idx with assistant-only loss masks
   5. WMSS        `wmss run`: HF -> megatron, Phase 1 SFT, WD-DS, WD-JT, export to HF
-  6. baseline    `wmss run --baseline sft`: SFT for the same 2-epoch budget, export to HF
+  6. baseline    `wmss run --baseline sft`: SFT from M0 for as many optimizer steps as WMSS's Phase 1 +
+                 WD-JT (step-matched: wmss.step_matched), export to HF
   7. eval        `wmss eval --benchmark-file` on the held-out problems (math-verify grading): WMSS and
                  the SFT baseline, plus M0 and M1 (Phase 1 SFT, exported with `wmss convert`) for context
   8. report      results table, PNG (loss curves, WD-DS entropies), report.md and results.json in --out
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -265,15 +267,17 @@ def run_command(args, out: Path, baseline: bool) -> list[str]:
     if args.tp > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.tp}",
                     "-m", "megatron_wmss.cli"]
+    # Step-matched budgets: Phase 1 = 1 epoch of D, WD-JT as many steps again, baseline = their sum.
+    phase_steps = math.ceil(args.num_train / _recipe_value(args, "training", "global_batch_size"))
     overrides = [f"model.hf_path={out / 'base_model'}", f"data.path={out / 'data' / 'train'}",
+                 f"wmss.sft_steps={phase_steps}", f"wmss.wdjt_steps={phase_steps}", "wmss.step_matched=true",
                  f"run_dir={out / 'run'}", f"parallel.tp={args.tp}", f"training.seed={args.seed}",
                  f"data.seed={args.seed}", *args.set]
     return launcher + ["run", "--config", str(args.recipe), *overrides] + (["--baseline", "sft"] if baseline else [])
 
 
-WMSS_PHASES = ("M0 conversion (+ startup)", "Phase 1 SFT (1 epoch)", "WD-DS", "WD-JT (1 epoch of D_active)",
-               "WMSS export to HF")
-BASELINE_PHASES = ("baseline SFT (2 epochs, + startup)", "baseline export to HF")
+WMSS_PHASES = ("M0 conversion (+ startup)", "Phase 1 SFT", "WD-DS", "WD-JT", "WMSS export to HF")
+BASELINE_PHASES = ("baseline SFT (+ startup)", "baseline export to HF")
 
 
 def display_run_command(args, out: Path, baseline: bool) -> str:
@@ -398,13 +402,12 @@ def step_report(args, out: Path, state: State, settings: dict, argv: list[str]) 
     run = out / "run"
     pre = json.loads((out / "base_model" / "pretrain_summary.json").read_text())
     manifest = json.loads((out / "data" / "train.manifest.json").read_text())
-    gbs = _recipe_value(args, "training", "global_batch_size")
     meta = {
         "command": ["wmss", "quickstart", *argv], "seed": args.seed, "tp": args.tp, "out": str(out),
         "num_train": manifest["counts"]["kept"], "num_test": args.num_test,
         "vocab_size": manifest["tokenizer"]["vocab_size"],
         "m0": {"parameters": pre["parameters"], "steps": pre["config"]["steps"]},
-        "budget": {"sft": "2 epochs of SFT on D", "wmss": "1 SFT epoch on D + 1 WD-JT epoch on D_active"},
+        "steps": json.loads((run / "steps.json").read_text()),
         "settings": settings,
         "commands": [
             "wmss preprocess " + shlex.join(preprocess_argv(out, settings["max_seq_length"])),
@@ -419,7 +422,7 @@ def step_report(args, out: Path, state: State, settings: dict, argv: list[str]) 
     res["scores"] = {"h_strong": [s["h_strong"] for s in scores.values()],
                      "h_weak": [s["h_weak"] for s in scores.values()]} if scores else None
     table = report.results_table(res)
-    report.plot(res, out / "report.png", gbs)
+    report.plot(res, out / "report.png")
     (out / "report.md").write_text(report.markdown_report(res, table, "report.png"))
     (out / "results.json").write_text(json.dumps({k: v for k, v in res.items() if k not in ("curves", "scores")},
                                                  indent=1) + "\n")

@@ -58,12 +58,13 @@ def _pct(acc: dict | None) -> str:
 
 def results_table(res: dict) -> str:
     """The console/markdown results table."""
-    acc, sel = res["accuracy"], res["selection"]
+    acc, sel, steps = res["accuracy"], res["selection"], res["steps"]
     lines = ["| model | training | held-out accuracy (greedy, math-verify) |", "|---|---|---|",
              f"| M0 (base) | pre-training only | {_pct(acc.get('m0'))} |",
-             f"| M1 (WMSS Phase 1) | 1 SFT epoch on D | {_pct(acc.get('m1'))} |",
-             f"| **SFT baseline** | {res['budget']['sft']} | {_pct(acc['sft'])} |",
-             f"| **WMSS (K=1)** = M1 + WD-JT | {res['budget']['wmss']} | {_pct(acc['wmss'])} |"]
+             f"| M1 (WMSS Phase 1) | {steps['phase1_sft']} SFT steps on D | {_pct(acc.get('m1'))} |",
+             f"| **SFT baseline** | {steps['baseline_sft']} SFT steps on D | {_pct(acc['sft'])} |",
+             f"| **WMSS (K=1)** = M1 + WD-JT | {steps['phase1_sft']} SFT steps on D + {sum(steps['wdjt'])} WD-JT "
+             f"steps on D_active | {_pct(acc['wmss'])} |"]
     if acc["sft"] and acc["wmss"]:
         diff = 100 * (acc["wmss"]["accuracy"] - acc["sft"]["accuracy"])
         lines.append(f"| WMSS - SFT | | {diff:+.1f} points |")
@@ -71,7 +72,9 @@ def results_table(res: dict) -> str:
     if sel:
         lines += [f"WD-DS: selected fraction {sel['selected_fraction']:.3f} ({sel['active_set_size']} of "
                   f"{sel['num_samples']} samples after de-duplication); mean entropy strong "
-                  f"{sel['entropy_strong']['mean']:.3f} vs weak {sel['entropy_weak']['mean']:.3f} nats/token", ""]
+                  f"{sel['entropy_strong']['mean']:.3f} vs weak {sel['entropy_weak']['mean']:.3f} nats/token; "
+                  f"p_i*N in [{sel['weight_min']:.2f}, {sel['weight_max']:.2f}], coefficient of variation "
+                  f"{sel['weight_cv']:.3f}", ""]
     wall = res.get("wall") or {}
     side = wall.get("runs_concurrent")
     lines += ["| step | wall time |", "|---|---|"]
@@ -89,29 +92,28 @@ def results_table(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _epochs(records: list[dict], gbs: int, n: int, offset: float = 0.0) -> list[float]:
-    return [offset + r["step"] * gbs / max(n, 1) for r in records]
+def _steps(records: list[dict], offset: int = 0) -> list[int]:
+    return [offset + r["step"] for r in records]
 
 
-def plot(res: dict, path: Path, global_batch_size: int) -> None:
-    """Left: training loss vs epochs of budget (baseline SFT; WMSS Phase 1 then WD-JT, strong-branch CE
+def plot(res: dict, path: Path) -> None:
+    """Left: training loss vs optimizer steps (baseline SFT; WMSS Phase 1 then WD-JT, strong-branch CE
     and the mixed loss). Right: WD-DS entropies of weak M0 and strong M1 per sample."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    c, sel = res["curves"], res["selection"] or {}
-    n, n_active = res["num_train"], sel.get("active_set_size", res["num_train"])
+    c = res["curves"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.2))
     if c["baseline_sft"]:
-        left.plot(_epochs(c["baseline_sft"], global_batch_size, n), [r["loss"] for r in c["baseline_sft"]],
-                  label="SFT baseline (2 epochs)", color="tab:blue")
+        left.plot(_steps(c["baseline_sft"]), [r["loss"] for r in c["baseline_sft"]],
+                  label="SFT baseline", color="tab:blue")
     if c["phase1_sft"]:
-        left.plot(_epochs(c["phase1_sft"], global_batch_size, n), [r["loss"] for r in c["phase1_sft"]],
+        left.plot(_steps(c["phase1_sft"]), [r["loss"] for r in c["phase1_sft"]],
                   label="WMSS Phase 1: SFT (M0 -> M1)", color="tab:orange")
     if c["wdjt"]:
-        x = _epochs(c["wdjt"], global_batch_size, n_active, offset=1.0)
+        x = _steps(c["wdjt"], offset=res["steps"]["phase1_sft"])
         left.plot(x, [r.get("strong_ce", r["loss"]) for r in c["wdjt"]], color="tab:red",
                   label="WMSS WD-JT: strong-branch CE (M2)")
         left.plot(x, [r["loss"] for r in c["wdjt"]], color="tab:red", linestyle="--", alpha=0.6,
@@ -119,7 +121,7 @@ def plot(res: dict, path: Path, global_batch_size: int) -> None:
         if "weak_ce" in c["wdjt"][0]:
             left.plot(x, [r["weak_ce"] for r in c["wdjt"]], color="tab:gray", linestyle=":",
                       label="WMSS WD-JT: weak-branch CE")
-    left.set_xlabel("epochs of training budget (WD-JT: over D_active)")
+    left.set_xlabel("optimizer steps (WMSS: Phase 1, then WD-JT)")
     left.set_ylabel("cross-entropy per supervised token")
     left.set_yscale("log")
     left.set_title("training loss")
@@ -149,13 +151,14 @@ def markdown_report(res: dict, table: str, png_name: str) -> str:
     acc = res["accuracy"]
     if acc["sft"] and acc["wmss"]:
         d = 100 * (acc["wmss"]["accuracy"] - acc["sft"]["accuracy"])
-        verdict = (f"WMSS {'beat' if d > 0 else 'did not beat'} the equal-budget SFT baseline on this run "
+        verdict = (f"WMSS {'beat' if d > 0 else 'did not beat'} the step-matched SFT baseline on this run "
                    f"({d:+.1f} points on {acc['sft']['problems']} held-out problems, seed {res['seed']}).")
         if abs(d) < 5:
             verdict += " A difference this small is within the run-to-run noise of a toy model and test set."
         if acc.get("m1"):
             verdict += (f" WD-JT took the Phase-1 model M1 from {100 * acc['m1']['accuracy']:.1f}% to "
-                        f"{100 * acc['wmss']['accuracy']:.1f}%; the 2-epoch SFT baseline reached "
+                        f"{100 * acc['wmss']['accuracy']:.1f}%; the SFT baseline "
+                        f"({res['steps']['baseline_sft']} steps) reached "
                         f"{100 * acc['sft']['accuracy']:.1f}%.")
     else:
         verdict = "Evaluation incomplete."
