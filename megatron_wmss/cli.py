@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "select": ("megatron_wmss.selection_cli", "WD-DS scoring pass and active-set selection"),
     "run": ("megatron_wmss.pipeline", "the whole of Algorithm 1 from a recipe"),
     "eval": ("megatron_wmss.eval.cli", "math benchmarks: greedy pass@1 and pass@k"),
+    "study": ("megatron_wmss.study.cli", "WMSS vs SFT and controls at equal steps, several seeds, CIs"),
     "quickstart": ("megatron_wmss.quickstart", "the whole pipeline on a small bundled task, on CPU"),
     "smoke": ("megatron_wmss.smoke", "build a tiny model from a HF config and run one step on this machine"),
 }

@@ -1,0 +1,125 @@
+"""Collect a study's outputs into `study.json`: accuracy per arm and seed with steps actually trained,
+means and 95% CIs, paired differences to `sft`, the selection's spread, the Phase-1 curve and failures.
+
+Schema (the keys other tools read; more keys are allowed):
+  {"arms": {NAME: {"steps": int, "seeds": {"<seed>": {"accuracy": %, "steps": int}}, "mean": %, "ci95": [lo, hi]}},
+   "paired_vs_sft": {NAME: {"mean_diff": points, "ci95": [lo, hi]}},
+   "selection": {"fraction": float, "weight_cv": float, "ess_fraction": float}}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from megatron_wmss.study import stats
+from megatron_wmss.study.plan import StudyPlan
+from megatron_wmss.study.runner import DONE, Outcome
+
+
+def read_scores(eval_dir: Path) -> stats.Scores:
+    """Per-problem scores (share of correct samples) per benchmark, problems sorted by id."""
+    scores = {}
+    for path in sorted((eval_dir / "samples").glob("*.jsonl")):
+        by_id: dict[str, list[float]] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                by_id.setdefault(str(rec["id"]), []).append(1.0 if rec["correct"] else 0.0)
+        scores[path.stem] = np.array([np.mean(by_id[k]) for k in sorted(by_id)])
+    if not scores:
+        raise FileNotFoundError(f"no evaluation samples in {eval_dir}")
+    return scores
+
+
+def trained_steps(run_dir: Path) -> int:
+    """Optimizer steps of a finished `wmss train` run, from its latest checkpoint."""
+    ckpt = run_dir / "checkpoints"
+    latest = ckpt / (ckpt / "latest").read_text().strip()
+    return int(json.loads((latest / "trainer_state.json").read_text())["step"])
+
+
+def _training_curve(run_dir: Path) -> list:
+    """[(step, the strong model's training CE)]: `strong_ce` for WD-JT, `loss` for SFT."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [(r["step"], r.get("strong_ce", r["loss"])) for r in rows]
+
+
+def _model_result(directory: Path) -> dict | None:
+    ev = directory / "eval"
+    if not (ev / "samples").is_dir():
+        return None
+    result = {"accuracy": stats.accuracy(read_scores(ev))}
+    if (ev / "heldout_loss.json").is_file():
+        result["heldout_loss"] = json.loads((ev / "heldout_loss.json").read_text())["loss"]
+    return result
+
+
+def collect(plan: StudyPlan, outcome: Outcome) -> dict:
+    arms, scores, failed, curves = {}, {}, {}, {}
+    for arm in plan.arms:
+        per_seed, arm_scores = {}, {}
+        for seed in plan.seeds:
+            name = f"{arm.name}/seed_{seed}"
+            jobs = [f"train/{name}", f"export/{name}", f"eval/{name}"]
+            broken = [j for j in jobs if outcome.status.get(j) not in (DONE, None)]
+            if broken:
+                failed.setdefault(arm.name, {})[str(seed)] = outcome.errors.get(broken[0], outcome.status[broken[0]])
+                continue
+            run_dir = plan.arm_dir(arm.name, seed)
+            arm_scores[str(seed)] = read_scores(run_dir / "eval")
+            per_seed[str(seed)] = {"accuracy": stats.accuracy(arm_scores[str(seed)]), "steps": trained_steps(run_dir)}
+            heldout = run_dir / "eval" / "heldout_loss.json"
+            if heldout.is_file():
+                per_seed[str(seed)]["heldout_loss"] = json.loads(heldout.read_text())["loss"]
+            curves.setdefault(arm.name, {})[str(seed)] = _training_curve(run_dir)
+        if not per_seed:
+            continue
+        mean, ci = stats.seed_mean_ci({s: r["accuracy"] for s, r in per_seed.items()}, arm_scores)
+        steps = sorted({r["steps"] for r in per_seed.values()})
+        arms[arm.name] = {"steps": steps[0] if len(steps) == 1 else steps, "seeds": per_seed, "mean": mean, "ci95": ci}
+        losses = [r["heldout_loss"] for r in per_seed.values() if "heldout_loss" in r]
+        if len(losses) == len(per_seed):
+            arms[arm.name]["heldout_loss_mean"] = float(np.mean(losses))
+        scores[arm.name] = arm_scores
+    paired = {}
+    if "sft" in scores:
+        paired = {name: stats.paired_difference(s, scores["sft"]) for name, s in scores.items() if name != "sft"}
+    models = {name: _model_result(plan.model_dir(name)) for name in plan.curve_models()}
+    return {"arms": arms, "paired_vs_sft": paired, "selection": _selection(plan), "failed": failed,
+            "models": {k: v for k, v in models.items() if v is not None}, "phase1": _phase1(plan, models),
+            "training_curves": curves}
+
+
+def _selection(plan: StudyPlan) -> dict:
+    summaries = [json.loads((plan.select_dir(s) / "summary.json").read_text()) for s in plan.seeds
+                 if (plan.select_dir(s) / "summary.json").is_file()]
+    if not summaries:
+        return {}
+    first = summaries[0]
+    keys = ("weight_cv", "weight_min", "weight_max", "ess_fraction", "separation")
+    return {"fraction": float(np.mean([s["selected_fraction"] for s in summaries])),
+            "active_set_sizes": [s["active_set_size"] for s in summaries], "num_samples": first["num_samples"],
+            **{k: first[k] for k in keys}, "entropy_strong_mean": first["entropy_strong"]["mean"],
+            "entropy_weak_mean": first["entropy_weak"]["mean"], "warnings": first["warnings"]}
+
+
+def _phase1(plan: StudyPlan, models: dict) -> dict:
+    """Phase 1's steps, training curve and evaluated points (step -> accuracy / held-out loss)."""
+    if plan.m1:
+        return {"given": str(plan.m1)}
+    points = {}
+    for step in plan.cfg.study.curve_steps:
+        if models.get(f"phase1_step_{step}"):
+            points[str(step)] = models[f"phase1_step_{step}"]
+    steps = None
+    if (plan.phase1 / "checkpoints" / "latest").is_file():
+        steps = trained_steps(plan.phase1)
+        if models.get("m1"):
+            points[str(steps)] = models["m1"]
+    return {"steps": steps, "points": points, "training_curve": _training_curve(plan.phase1)}
