@@ -8,6 +8,13 @@ A problem starts with a quantity and applies 2-3 additions/subtractions told as 
   assistant: <think>Start: 14. Buys 8: 14 + 8 = 22. Gives away 5: 22 - 5 = 17.</think>
              <answer>\\boxed{17}</answer>
 
+The difficulty is set by `TaskConfig` (named presets in `TASK_PRESETS`). "easy" (the defaults) keeps values
+in [0, 30]; "plateau" uses values up to 99 (two-digit additions and subtractions with carries and borrows),
+up to 4 steps, and "group" steps that need a single-digit multiplication first:
+
+  user:      ... Then she buys 4 boxes of 7 marbles. ...
+  assistant: <think>... Buys 4 boxes of 7: 4 * 7 = 28, 35 + 28 = 63. ...</think>
+
 Everything is a pure function of the seed (one `random.Random`), so two runs with the same seed write
 byte-identical files. Train and test problems are disjoint (distinct user texts), the test split is
 generated first so its content does not depend on the train size.
@@ -42,11 +49,21 @@ ADD = [("buys {n} more {item}", "buys {n}"), ("finds {n} {item}", "finds {n}"),
 SUB = [("gives away {n} {item}", "gives away {n}"), ("loses {n} {item}", "loses {n}"),
        ("sells {n} {item}", "sells {n}"), ("uses {n} {item}", "uses {n}")]
 CONNECT = ["Then", "After that", "Later", "Next"]
+# group steps: k groups of m items, added or removed as k * m (story with {k}, {m}, {item}; worked label)
+ADD_GROUPS = [("buys {k} boxes of {m} {item}", "buys {k} boxes of {m}"),
+              ("gets {k} bags of {m} {item}", "gets {k} bags of {m}")]
+SUB_GROUPS = [("gives away {k} boxes of {m} {item}", "gives away {k} boxes of {m}"),
+              ("sells {k} bags of {m} {item}", "sells {k} bags of {m}")]
 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """Size and difficulty. Defaults: start in [2, 20], amounts in [1, 9], every value in [0, 30], 2-3 steps."""
+    """Size and difficulty. Defaults ("easy"): start in [2, max_start=20], amounts in [1, max_amount=9],
+    every value in [0, max_value=30], 2-3 steps, no group steps.
+
+    group_prob: probability that a step adds or removes k groups of m items (k, m in [2, max_factor]),
+    worked as "k * m = km, value + km = new" (falls back to a plain step when k * m cannot fit); 0 draws
+    no extra random numbers, so the easy task is unchanged by the field's existence."""
 
     num_train: int = 2000
     num_test: int = 200
@@ -56,6 +73,33 @@ class TaskConfig:
     max_amount: int = 9
     max_value: int = 30
     seed: int = 1234
+    group_prob: float = 0.0
+    max_factor: int = 9
+
+    def __post_init__(self):
+        checks = {"num_train": self.num_train >= 0, "num_test": self.num_test >= 0,
+                  "min_steps": 1 <= self.min_steps <= self.max_steps,
+                  "max_start": 2 <= self.max_start <= self.max_value,
+                  "max_amount": 1 <= self.max_amount, "group_prob": 0.0 <= self.group_prob <= 1.0,
+                  "max_factor": self.max_factor >= 2}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"TaskConfig: invalid {', '.join(bad)} ({self})")
+
+
+# Named difficulty levels (sizes are the caller's: replace num_train / num_test / seed).
+TASK_PRESETS = {
+    "easy": TaskConfig(),
+    "plateau": TaskConfig(min_steps=2, max_steps=4, max_start=60, max_amount=40, max_value=99, group_prob=0.3),
+}
+
+
+def _group(rng: random.Random, cfg: TaskConfig, room: int) -> tuple[int, int] | None:
+    """(k, m) with k * m <= room, both in [2, max_factor], or None when room < 4."""
+    if room < 4:
+        return None
+    k = rng.randint(2, min(cfg.max_factor, room // 2))
+    return k, rng.randint(2, min(cfg.max_factor, room // k))
 
 
 def make_problem(rng: random.Random, cfg: TaskConfig) -> dict:
@@ -76,10 +120,20 @@ def make_problem(rng: random.Random, cfg: TaskConfig) -> dict:
             n = rng.randint(1, min(cfg.max_amount, value))
             verb, label = rng.choice(SUB)
             new, op = value - n, "-"
+        group = None
+        if cfg.group_prob > 0 and rng.random() < cfg.group_prob:
+            group = _group(rng, cfg, cfg.max_value - value if add else value)
         lead = he.capitalize() if i == 0 else f"{rng.choice(CONNECT)} {he}"
-        story.append(f"{lead} {verb.format(n=n, item=item)}.")
-        equations.append(f"{value} {op} {n} = {new}")
-        steps.append(f"{label.format(n=n).capitalize()}: {equations[-1]}.")
+        if group is None:
+            story.append(f"{lead} {verb.format(n=n, item=item)}.")
+            equations.append(f"{value} {op} {n} = {new}")
+            steps.append(f"{label.format(n=n).capitalize()}: {equations[-1]}.")
+        else:
+            (k, m), (verb, label) = group, rng.choice(ADD_GROUPS if add else SUB_GROUPS)
+            new = value + k * m if add else value - k * m
+            story.append(f"{lead} {verb.format(k=k, m=m, item=item)}.")
+            equations += [f"{k} * {m} = {k * m}", f"{value} {op} {k * m} = {new}"]
+            steps.append(f"{label.format(k=k, m=m).capitalize()}: {equations[-2]}, {equations[-1]}.")
         value = new
     story.append(f"How many {item} does {name} have now?")
     return {"problem": " ".join(story), "think": " ".join(steps), "answer": value, "equations": equations}
@@ -117,7 +171,8 @@ def generate_splits(cfg: TaskConfig) -> tuple[list[dict], list[dict]]:
 
 def pretrain_corpus(cfg: TaskConfig, num_docs: int, exclude: set[str] = frozenset()) -> list[str]:
     """Plain text for pre-training M0, like the math text a real base model has seen. In turn: a problem
-    statement alone; a chain of arithmetic sentences ("14 + 8 = 22. 22 - 5 = 17."); a problem followed by
+    statement alone; a chain of arithmetic sentences ("14 + 8 = 22. 22 - 5 = 17.", with group steps also
+    products "4 * 7 = 28."); a problem followed by
     its arithmetic in prose; a problem followed by a tagged worked solution in the AM layout
     (`<think>...</think>` `<answer>\\boxed{N}</answer>`). Never the chat template, roles or system prompt
     of the SFT data, and no problem in `exclude` (the held-out split)."""
@@ -128,7 +183,10 @@ def pretrain_corpus(cfg: TaskConfig, num_docs: int, exclude: set[str] = frozense
         if kind == 1:
             value, facts = rng.randint(0, cfg.max_value), []
             for _ in range(rng.randint(2, 5)):
-                if value < cfg.max_value and (value == 0 or rng.random() < 0.5):
+                if cfg.group_prob > 0 and rng.random() < cfg.group_prob:
+                    k, m = rng.randint(2, cfg.max_factor), rng.randint(2, cfg.max_factor)
+                    facts.append(f"{k} * {m} = {k * m}.")
+                elif value < cfg.max_value and (value == 0 or rng.random() < 0.5):
                     n = rng.randint(1, min(cfg.max_amount, cfg.max_value - value))
                     facts.append(f"{value} + {n} = {value + n}.")
                     value += n
