@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from megatron_wmss.compat import optional
+from megatron_wmss.distributed import compute_device
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -218,7 +219,7 @@ def build_gpt_model(tcfg, arch: ArchInfo, *, pre_process: bool | None = None, po
         rotary_percent=1.0, rotary_base=int(theta) if float(theta).is_integer() else theta, vp_stage=vp_stage)
     model.unpadded_vocab_size = arch.vocab_size  # losses leave the padding rows out of the softmax
     if torch.cuda.is_available():
-        model.cuda(torch.cuda.current_device())
+        model.cuda(compute_device())
     return model
 
 
