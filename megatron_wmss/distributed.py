@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_wmss.compat import cpu as cpu_compat
+from megatron_wmss.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,13 @@ def compute_device() -> torch.device:
 
 
 def check_layout(world_size: int, tp: int, pp: int, cp: int = 1) -> int:
-    """Return the data-parallel size, or raise ValueError naming the option that does not fit."""
+    """Return the data-parallel size, or raise ConfigError naming the option that does not fit."""
     for name, value in (("parallel.tp", tp), ("parallel.pp", pp), ("parallel.cp", cp)):
         if value < 1:
-            raise ValueError(f"{name}={value} must be >= 1")
+            raise ConfigError(f"{name}={value} must be >= 1")
     model_parallel = tp * pp * cp
     if world_size % model_parallel:
-        raise ValueError(
+        raise ConfigError(
             f"world size {world_size} is not divisible by parallel.tp*parallel.pp*parallel.cp = "
             f"{tp}*{pp}*{cp} = {model_parallel}")
     return world_size // model_parallel

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from megatron_wmss.compat import optional
+from megatron_wmss.config import ConfigError
 from megatron_wmss.distributed import compute_device
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")
@@ -124,6 +125,10 @@ def transformer_config_from_hf(hf_source: str | Path | dict, *, tp: int = 1, pp:
 
     hf = load_hf_config(hf_source)
     _check_supported(hf, tp)
+    layers = hf["num_hidden_layers"]
+    if pp < 1 or layers % pp:
+        raise ConfigError(f"parallel.pp={pp}: the pipeline stages must split the model's {layers} layers evenly "
+                          "(num_hidden_layers in its HF config)")
     impl = resolve_impl(transformer_impl)
     if fp8 is not None and impl != "transformer_engine":
         raise UnsupportedModelError("fp8 needs the Transformer Engine implementation (GPU with TE installed)")

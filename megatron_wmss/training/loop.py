@@ -103,7 +103,8 @@ def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, res
             last = step + 1 == schedule.total_steps
             if last or (t.save_interval and (step + 1) % t.save_interval == 0):
                 latest = save_checkpoint(ckpt_root, step + 1, parts.model, parts.optimizer, parts.scheduler,
-                                         distributed_optimizer=distributed_optimizer, trainer_state=trainer_state)
+                                         distributed_optimizer=distributed_optimizer, trainer_state=trainer_state,
+                                         keep_last=t.keep_last)
     finally:
         logger.close()
     return TrainResult(steps=schedule.total_steps, checkpoint=latest, metrics=metrics, model=parts.model)
