@@ -31,21 +31,53 @@ def save_model(model, directory: str | Path) -> None:
     dist_checkpointing.save(unwrap_model(model).sharded_state_dict(), str(directory))
 
 
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint's weights do not match the model it is loaded into (missing or unexpected keys)."""
+
+
+def _listed(keys) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:10]) + (f" ... ({len(keys)} in all)" if len(keys) > 10 else "")
+
+
+def load_sharded_strict(sharded_state_dict: dict, directory: str | Path, *, prefix: str = "") -> dict:
+    """`dist_checkpointing.load` that refuses any key mismatch with a CheckpointMismatchError naming the keys.
+
+    Every tensor the model asks for must be in the checkpoint; every checkpoint tensor under `prefix`
+    (another branch of a pair checkpoint lies outside it) must be asked for, except optimizer state
+    (a training checkpoint also serves as a model checkpoint)."""
+    from megatron.core import dist_checkpointing
+    from megatron.core.dist_checkpointing.validation import StrictHandling
+
+    # megatron's names, from the model's side: "unexpected" = asked for but not in the checkpoint,
+    # "missing" = in the checkpoint but not asked for.
+    state, in_checkpoint_only, in_model_only = dist_checkpointing.load(
+        sharded_state_dict, str(directory), strict=StrictHandling.RETURN_ALL)
+    not_loaded = {k for k in in_checkpoint_only if k.startswith(prefix) and not k.startswith("optimizer.")}
+    if in_model_only or not_loaded:
+        lines = [f"checkpoint {directory} does not match the model it is loaded into"]
+        if in_model_only:
+            lines.append(f"missing from the checkpoint: {_listed(in_model_only)}")
+        if not_loaded:
+            lines.append(f"unexpected in the checkpoint (the model has no such weight): {_listed(not_loaded)}")
+        raise CheckpointMismatchError("; ".join(lines))
+    return state
+
+
 def load_model(model, directory: str | Path, *, prefix: str = "") -> None:
-    """Load weights saved by `save_model` at any TP/PP layout into this rank's shard of `model`.
+    """Load weights saved by `save_model` at any TP/PP layout into this rank's shard of `model`, strictly:
+    a key mismatch raises CheckpointMismatchError naming the keys.
 
     `prefix` selects a sub-model of a checkpoint whose keys carry it (e.g. "strong." / "weak." in a pair
     checkpoint)."""
-    from megatron.core import dist_checkpointing
-
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {directory}")
     inner = unwrap_model(model)
-    state = dist_checkpointing.load(inner.sharded_state_dict(prefix=prefix), str(directory))
+    state = load_sharded_strict(inner.sharded_state_dict(prefix=prefix), directory, prefix=prefix)
     if prefix:
         state = {key[len(prefix):] if key.startswith(prefix) else key: value for key, value in state.items()}
-    inner.load_state_dict(state, strict=False)
+    inner.load_state_dict(state, strict=True)
 
 
 HF_CONFIG_FILE = "hf_config.json"

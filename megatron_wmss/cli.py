@@ -45,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 3
         raise
-    return int(module.main(rest) or 0)
+    from megatron_wmss.config import ConfigError
+
+    try:
+        return int(module.main(rest) or 0)
+    except ConfigError as err:  # a rejected setting: its message names the option; no traceback
+        print(f"wmss {name}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ linear to 0, the HF Trainer default that the paper's TRL runs used.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, get_args, get_origin, get_type_hints
@@ -72,6 +73,7 @@ class TrainingConfig:
     seed: int = 1234
     log_interval: int = 1
     save_interval: int = 0  # 0 = only at the end
+    keep_last: int = 2  # step checkpoints kept (older ones deleted after each complete save); 0 = keep all
     tensorboard: bool = True
     # which phase of a multi-phase run this is (set by `wmss run` / `wmss study`): each phase draws its
     # own per-epoch shuffles from (data.seed, phase, epoch), so no phase replays another one's order
@@ -158,14 +160,19 @@ def _coerce(value: Any, annotation: Any, option: str) -> Any:
             return value
         raise ConfigError(f"{option}: expected an integer, got {value!r}")
     if annotation is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "3e-5" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "3e-5" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{option}: expected a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{option}: expected a number, got {value!r}")
+        if not math.isfinite(number):  # YAML reads .inf / .nan as floats
+            raise ConfigError(f"{option}: expected a finite number, got {value!r}")
+        return number
     if annotation is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -264,6 +271,7 @@ def validate(cfg: Config) -> None:
     _check(t.clip_grad >= 0, "training.clip_grad", "must be >= 0 (0 disables clipping)")
     _check(t.log_interval >= 1, "training.log_interval", "must be >= 1")
     _check(t.save_interval >= 0, "training.save_interval", "must be >= 0")
+    _check(t.keep_last >= 0, "training.keep_last", "must be >= 0 (0 keeps every checkpoint)")
     _check(0.0 <= w.lam <= 1.0, "wmss.lam", f"lambda must be in [0, 1], got {w.lam}")
     for name in ("alpha", "beta", "gamma"):
         _check(getattr(w, name) >= 0, f"wmss.{name}", "must be >= 0")

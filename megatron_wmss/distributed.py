@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_wmss.compat import cpu as cpu_compat
+from megatron_wmss.config import ConfigError
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,26 @@ def _single_process_store() -> dist.Store | None:
     return dist.HashStore()
 
 
+def compute_device() -> torch.device:
+    """The device this process computes on: cuda:LOCAL_RANK when CUDA is available, else cpu.
+
+    Every tensor handed to a torch.distributed collective must be created on it (`device=compute_device()`
+    or `.to(compute_device())`): with NCCL torch maps the default group to CUDA only, so a tensor built
+    without a device (a CPU tensor) makes the collective fail on a GPU node, while on CPU nothing shows.
+    tests/test_collective_devices.py checks every call site of the package."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
 def check_layout(world_size: int, tp: int, pp: int, cp: int = 1) -> int:
-    """Return the data-parallel size, or raise ValueError naming the option that does not fit."""
+    """Return the data-parallel size, or raise ConfigError naming the option that does not fit."""
     for name, value in (("parallel.tp", tp), ("parallel.pp", pp), ("parallel.cp", cp)):
         if value < 1:
-            raise ValueError(f"{name}={value} must be >= 1")
+            raise ConfigError(f"{name}={value} must be >= 1")
     model_parallel = tp * pp * cp
     if world_size % model_parallel:
-        raise ValueError(
+        raise ConfigError(
             f"world size {world_size} is not divisible by parallel.tp*parallel.pp*parallel.cp = "
             f"{tp}*{pp}*{cp} = {model_parallel}")
     return world_size // model_parallel
@@ -88,7 +101,7 @@ def initialize(tp: int = 1, pp: int = 1, cp: int = 1, vpp: int | None = None, se
     check_layout(world_size, tp, pp, cp)
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(compute_device())
     if not dist.is_initialized():
         timeout = datetime.timedelta(seconds=timeout_s)
         if store is None:

@@ -28,6 +28,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -87,19 +88,35 @@ def _train_phase(cfg, *, dataset, hf_config, tokenizer_dir, init, run_dir: Path,
     return {branch.name: branch for branch in (run_dir / "export").iterdir() if branch.is_dir()}
 
 
+def _wait_for_file(path: Path, what: str, *, poll_s: float = 5.0, report_s: float = 60.0) -> None:
+    """Poll until `path` exists; rank 1 reports progress every `report_s`. No collective: the wait may
+    outlast the process group's timeout."""
+    start = reported = time.monotonic()
+    while not path.is_file():
+        time.sleep(poll_s)
+        if dist.get_rank() == 1 and time.monotonic() - reported >= report_s:
+            reported = time.monotonic()
+            print(f"[wmss run] waiting for {what} ({reported - start:.0f} s so far)", flush=True)
+
+
 def _prepare_m0(cfg, run_dir: Path) -> Path:
-    """M0 as a megatron model checkpoint, converted once from the HF directory model.hf_path."""
+    """M0 as a megatron model checkpoint, converted once from the HF directory model.hf_path by rank 0;
+    the other ranks poll for the converted checkpoint (the conversion of a large model can outlast the
+    600 s timeout of a collective barrier)."""
     m0 = run_dir / "M0"
-    if not (m0 / "hf_config.json").is_file():
-        if dist.get_rank() == 0:
-            # The WMSS run and its baseline may share run_dir and start together: one converts, one waits.
-            with open(run_dir / ".M0.lock", "w") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                if not (m0 / "hf_config.json").is_file():
-                    _log(f"converting {cfg.model.hf_path} -> {m0}")
-                    _wmss_subprocess("convert", "hf-to-megatron", "--hf", cfg.model.hf_path, "--out", str(m0),
-                                     "--tp", str(cfg.parallel.tp), "--pp", str(cfg.parallel.pp), "--overwrite")
-        dist.barrier()
+    converted = m0 / "hf_config.json"  # written last: the conversion's output directory appears atomically
+    if converted.is_file():
+        return m0
+    if dist.get_rank() == 0:
+        # The WMSS run and its baseline may share run_dir and start together: one converts, one waits.
+        with open(run_dir / ".M0.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not converted.is_file():
+                _log(f"converting {cfg.model.hf_path} -> {m0}")
+                _wmss_subprocess("convert", "hf-to-megatron", "--hf", cfg.model.hf_path, "--out", str(m0),
+                                 "--tp", str(cfg.parallel.tp), "--pp", str(cfg.parallel.pp), "--overwrite")
+    else:
+        _wait_for_file(converted, f"rank 0 to convert {cfg.model.hf_path} -> {m0}")
     return m0
 
 
@@ -232,11 +249,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from megatron_wmss import distributed
-    from megatron_wmss.config import load_config, to_dict
+    from megatron_wmss.config import ConfigError, load_config, to_dict
 
     cfg = load_config(args.config, args.overrides)
     if not cfg.model.hf_path or not cfg.data.path:
-        raise SystemExit("wmss run: model.hf_path (HF directory of M0) and data.path are required")
+        raise ConfigError("model.hf_path (HF directory of M0) and data.path are required")
+    hf = Path(cfg.model.hf_path)
+    if not (hf.is_dir() or (hf.suffix == ".gguf" and hf.is_file()) or cfg.model.hf_path == "smollm2"):
+        raise ConfigError(f"model.hf_path: {hf} is not a directory (the HF model M0 to start from; a .gguf file "
+                          "or 'smollm2' also works, docs/convert.md)")
     distributed.initialize(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp, seed=cfg.training.seed)
     if dist.get_rank() == 0:
         Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)

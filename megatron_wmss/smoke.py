@@ -54,7 +54,7 @@ def main(argv=None) -> int:
                             f"vocab {arch.vocab_size}->{arch.padded_vocab_size} | {n_params:,} params on rank 0")
     gen = torch.Generator().manual_seed(0)
     shape = (args.micro_batch_size, args.seq_length)
-    device = torch.cuda.current_device() if torch.cuda.is_available() else "cpu"
+    device = distributed.compute_device()
     tokens = torch.randint(0, arch.vocab_size, shape, generator=gen).to(device)
     positions = torch.arange(args.seq_length, device=device).expand(shape)
 

@@ -43,6 +43,7 @@ def open_dataset(cfg):
 def resolve_architecture(cfg, init: dict) -> tuple[dict, Path | None]:
     """(HF config dict, tokenizer dir) from the first init checkpoint's metadata, else model.hf_path."""
     from megatron_wmss.checkpoint import read_model_metadata
+    from megatron_wmss.config import ConfigError
     from megatron_wmss.models.build import load_hf_config
 
     for path in init.values():
@@ -50,14 +51,14 @@ def resolve_architecture(cfg, init: dict) -> tuple[dict, Path | None]:
             meta = read_model_metadata(path)
             return meta["hf_config"], meta["tokenizer_dir"]
     if not cfg.model.hf_path:
-        raise SystemExit("wmss train: give --init-model/--init-strong or set model.hf_path")
+        raise ConfigError("give --init-model/--init-strong or set model.hf_path")
     return load_hf_config(cfg.model.hf_path), Path(cfg.model.hf_path)
 
 
 def main(argv=None) -> int:
     args = _parse(argv)
     from megatron_wmss import distributed
-    from megatron_wmss.config import load_config
+    from megatron_wmss.config import ConfigError, load_config
     from megatron_wmss.training.export import export_branches
     from megatron_wmss.training.loop import train
 
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
         init = {"model": args.init_model}
     else:
         if not (args.init_strong and args.init_weak):
-            raise SystemExit("wmss train: training.objective=wmss needs --init-strong and --init-weak")
+            raise ConfigError("training.objective=wmss needs --init-strong and --init-weak")
         init = {"strong": args.init_strong, "weak": args.init_weak}
     hf_config, tokenizer_dir = resolve_architecture(cfg, init)
     distributed.initialize(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp, vpp=cfg.parallel.vpp,

@@ -245,3 +245,15 @@ def test_bad_options_return_2(tmp_path, capsys):
     assert run(tmp_path / "o", inputs=[tmp_path / "missing.jsonl"]) == 2
     assert run(tmp_path / "o", "--system-prompt", "bad <|im_end|> prompt") == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_json_integer_too_long_to_convert_is_a_named_drop_reason(tmp_path):
+    valid = AM_VALID.read_text().splitlines()[0]
+    huge = json.loads(valid)
+    huge["id"] = "huge-number"
+    line = json.dumps(huge)[:-1] + ', "n": ' + "7" * 5000 + "}"
+    source = tmp_path / "huge.jsonl"
+    source.write_text(valid + "\n" + line + "\n")
+    out = tmp_path / "huge"
+    assert run(out, inputs=[source]) == 0
+    assert dropped(out) == {"integer_too_long": 1}

@@ -27,6 +27,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "blank_line": ("invalid", "empty line"),
     "invalid_utf8": ("invalid", "line is not valid UTF-8"),
     "malformed_json": ("invalid", "line is not valid JSON"),
+    "integer_too_long": ("invalid", "a JSON integer has more digits than Python converts (sys.get_int_max_str_digits)"),
     "not_an_object": ("invalid", "JSON value is not an object"),
     "invalid_unicode": ("invalid", "a string holds a lone surrogate (cannot be encoded as UTF-8)"),
     "missing_messages": ("invalid", "no `messages` field"),
@@ -97,6 +98,8 @@ def parse_payload(payload) -> dict:
             raise RowError("malformed_json", f"{e.msg} (column {e.colno})") from None
         except RecursionError:
             raise RowError("malformed_json", "nesting too deep") from None
+        except ValueError as e:  # the other ValueError of json.loads: int() refuses > 4,300 digits
+            raise RowError("integer_too_long", str(e)[:200]) from None
     if not isinstance(payload, dict):
         raise RowError("not_an_object", f"got {type(payload).__name__}")
     return payload

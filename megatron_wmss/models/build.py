@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from megatron_wmss.compat import optional
+from megatron_wmss.config import ConfigError
+from megatron_wmss.distributed import compute_device
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -123,6 +125,10 @@ def transformer_config_from_hf(hf_source: str | Path | dict, *, tp: int = 1, pp:
 
     hf = load_hf_config(hf_source)
     _check_supported(hf, tp)
+    layers = hf["num_hidden_layers"]
+    if pp < 1 or layers % pp:
+        raise ConfigError(f"parallel.pp={pp}: the pipeline stages must split the model's {layers} layers evenly "
+                          "(num_hidden_layers in its HF config)")
     impl = resolve_impl(transformer_impl)
     if fp8 is not None and impl != "transformer_engine":
         raise UnsupportedModelError("fp8 needs the Transformer Engine implementation (GPU with TE installed)")
@@ -218,7 +224,7 @@ def build_gpt_model(tcfg, arch: ArchInfo, *, pre_process: bool | None = None, po
         rotary_percent=1.0, rotary_base=int(theta) if float(theta).is_integer() else theta, vp_stage=vp_stage)
     model.unpadded_vocab_size = arch.vocab_size  # losses leave the padding rows out of the softmax
     if torch.cuda.is_available():
-        model.cuda(torch.cuda.current_device())
+        model.cuda(compute_device())
     return model
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from megatron_wmss.distributed import compute_device
+
 
 def read_scores(out_dir: str | Path) -> dict[str, dict]:
     """Every completed sample's record {id, h_strong, h_weak, tokens}, from all rank files."""
@@ -35,9 +37,7 @@ def read_scores(out_dir: str | Path) -> dict[str, dict]:
 def _entropy_forward_step(data_iterator, model):
     from megatron_wmss.losses import linear_vocab_parallel_entropy
 
-    batch = next(data_iterator)
-    if torch.cuda.is_available():
-        batch = {k: v.cuda() if torch.is_tensor(v) else v for k, v in batch.items()}
+    batch = {k: v.to(compute_device()) if torch.is_tensor(v) else v for k, v in next(data_iterator).items()}
     output = model(batch["tokens"], batch["position_ids"], attention_mask=None)
 
     def per_sample_entropy(hidden):
@@ -69,7 +69,7 @@ def score_dataset(pair, dataset, out_dir: str | Path, *, micro_batch_size: int, 
     done = read_scores(out_dir)
     todo = [i for i, sid in enumerate(dataset.sample_ids) if sid not in done]
     mine = dp_shard(todo, layout.dp_rank, layout.dp, drop_last=False).tolist() if todo else []
-    steps = torch.tensor([len(mine)])
+    steps = torch.tensor([len(mine)], device=compute_device())
     dist.all_reduce(steps, op=dist.ReduceOp.MAX)  # every rank runs the same number of micro-batches
     writer = layout.is_last_stage and layout.tp_rank == 0
     path = out_dir / "scores" / f"rank{layout.dp_rank}.jsonl"

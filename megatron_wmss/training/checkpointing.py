@@ -7,7 +7,8 @@ Layout under `<run_dir>/checkpoints/`:
 
 A save writes `step_N.tmp/`, renames it to `step_N/` only after every rank has finished writing, and
 then replaces `latest` atomically (write + os.replace). A kill at any moment leaves `latest` naming a
-complete checkpoint; stray `.tmp` directories are removed on the next save.
+complete checkpoint; stray `.tmp` directories are removed on the next save. Only then are the older
+step directories beyond `keep_last` deleted (training.keep_last; 0 keeps every one).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from megatron_wmss.checkpoint import unwrap_model
+from megatron_wmss.checkpoint import load_sharded_strict, unwrap_model
 
 _SHARDING = {"distrib_optim_sharding_type": "dp_reshardable"}  # the format that works on CPU too
 
@@ -78,9 +80,21 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return step_dir
 
 
+def _prune(root: Path, newest: Path, keep_last: int) -> None:
+    """Delete the step directories older than the `keep_last` newest; `newest` (the one `latest` names)
+    is always kept, even when an earlier run left a higher step number behind."""
+    if keep_last < 1:
+        return
+    others = sorted((d for d in root.iterdir() if d.is_dir() and re.fullmatch(r"step_\d+", d.name) and d != newest),
+                    key=lambda d: int(d.name[len("step_"):]))
+    for old in others[:max(len(others) - (keep_last - 1), 0)]:
+        shutil.rmtree(old)
+
+
 def save_checkpoint(root: str | Path, step: int, model, optimizer, scheduler, *,
-                    distributed_optimizer: bool, trainer_state: dict) -> Path:
-    """Collective save of everything needed to resume at `step` (see module docstring)."""
+                    distributed_optimizer: bool, trainer_state: dict, keep_last: int = 0) -> Path:
+    """Collective save of everything needed to resume at `step`, then (rank 0) deletion of the step
+    directories beyond the `keep_last` newest (see module docstring)."""
     from megatron.core import dist_checkpointing
 
     root = Path(root)
@@ -106,18 +120,17 @@ def save_checkpoint(root: str | Path, step: int, model, optimizer, scheduler, *,
         pointer_tmp.write_text(final.name)
         os.replace(pointer_tmp, root / "latest")
     _barrier()
+    if _rank() == 0:  # only now does `latest` name the new, complete checkpoint
+        _prune(root, final, keep_last)
     return final
 
 
 def load_checkpoint(step_dir: str | Path, model, optimizer, scheduler, *, distributed_optimizer: bool) -> dict:
     """Restore model, optimizer, scheduler and this rank's RNG from `step_dir`; return trainer_state."""
-    from megatron.core import dist_checkpointing
-
     step_dir = Path(step_dir)
     state = json.loads((step_dir / "trainer_state.json").read_text())
-    loaded = dist_checkpointing.load(_sharded_state(model, optimizer, distributed_optimizer, loading=True),
-                                     str(step_dir))
-    unwrap_model(model).load_state_dict(loaded["model"])
+    loaded = load_sharded_strict(_sharded_state(model, optimizer, distributed_optimizer, loading=True), step_dir)
+    unwrap_model(model).load_state_dict(loaded["model"], strict=True)
     with torch.no_grad():  # fp32 main params are views of the model params
         optimizer.load_state_dict(loaded["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

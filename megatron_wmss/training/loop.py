@@ -3,11 +3,14 @@ logging, checkpoints every N steps and at the end, exact resume, NaN/Inf stop, b
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from megatron_wmss.distributed import compute_device
 
 
 class NonFiniteError(FloatingPointError):
@@ -36,10 +39,10 @@ def _reduce_logged(losses: list[dict], dp_group) -> dict:
 
 def _check_finite(step: int, metrics: dict, model) -> None:
     """Stop on a NaN/Inf loss or gradient anywhere, before the optimizer can apply it."""
-    bad_loss = any(not torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    bad_loss = any(not math.isfinite(v) for v in metrics.values())
     bad_grad = any(not torch.isfinite(p.main_grad).all() for p in model.parameters()
                    if p.requires_grad and getattr(p, "main_grad", None) is not None)
-    flags = torch.tensor([float(bad_loss), float(bad_grad)])
+    flags = torch.tensor([float(bad_loss), float(bad_grad)], device=compute_device())
     dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     if flags.any():
         what = " and ".join(n for n, f in zip(("loss", "gradient"), flags.tolist()) if f)
@@ -109,7 +112,8 @@ def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, res
             last = step + 1 == schedule.total_steps
             if last or (t.save_interval and (step + 1) % t.save_interval == 0):
                 latest = save_checkpoint(ckpt_root, step + 1, parts.model, parts.optimizer, parts.scheduler,
-                                         distributed_optimizer=distributed_optimizer, trainer_state=trainer_state)
+                                         distributed_optimizer=distributed_optimizer, trainer_state=trainer_state,
+                                         keep_last=t.keep_last)
     finally:
         logger.close()
     return TrainResult(steps=schedule.total_steps, checkpoint=latest, metrics=metrics, model=parts.model)

@@ -12,14 +12,13 @@ from functools import partial
 import torch
 
 from megatron_wmss.checkpoint import unwrap_model
+from megatron_wmss.distributed import compute_device
 
 IGNORE_INDEX = -100
 
 
 def _to_device(batch: dict) -> dict:
-    if not torch.cuda.is_available():
-        return batch
-    return {k: v.cuda(non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return {k: v.to(compute_device(), non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def _reduced(loss_sum, mask, **diagnostics):
