@@ -203,24 +203,26 @@ class StudyPlan:
                 *self.eval_jobs(name, branch, run_dir, deps=(f"train/{name}",))]
 
     def eval_jobs(self, name: str, checkpoint: Path, directory: Path, deps=()) -> list[Job]:
-        """Export `checkpoint` to `directory/hf` and evaluate it into `directory/eval` (+ held-out loss)."""
+        """Export `checkpoint` to `directory/hf`, evaluate it into `directory/eval` and (study.heldout_data)
+        measure its held-out loss: one process (megatron_wmss/study/evaluate.py), each part resumable."""
         hf, ev = directory / "hf", directory / "eval"
-        jobs = [Job(f"export/{name}", is_done=lambda: (hf / "SOURCE").is_file(), deps=tuple(deps),
-                    commands=lambda: [self._wmss("convert", "megatron-to-hf", "--load", str(checkpoint),
-                                                 "--out", str(hf), "--overwrite")],
-                    after=lambda: (hf / "SOURCE").write_text(str(checkpoint))),
-                Job(f"eval/{name}", is_done=lambda: _eval_complete(ev), deps=(f"export/{name}",),
-                    commands=lambda: [self._wmss(*self.eval_arguments(hf, ev))])]
-        if self.cfg.study.heldout_data:
-            jobs.append(Job(f"heldout/{name}", is_done=lambda: (ev / "heldout_loss.json").is_file(),
-                            deps=(f"export/{name}",), commands=lambda: [[
-                                sys.executable, "-m", "megatron_wmss.study.heldout", "--model", str(hf),
-                                "--data", self.cfg.study.heldout_data, "--seq-length", str(self.cfg.data.seq_length),
-                                "--out", str(ev / "heldout_loss.json")]]))
-        return jobs
+        heldout = self.cfg.study.heldout_data
+
+        def command():
+            cmd = [sys.executable, "-m", "megatron_wmss.study.evaluate", "--load", str(checkpoint), "--hf", str(hf)]
+            if heldout:
+                cmd += ["--heldout-data", heldout, "--seq-length", str(self.cfg.data.seq_length),
+                        "--heldout-out", str(ev / "heldout_loss.json")]
+            return [cmd + ([] if _eval_complete(ev) else ["--", *self.eval_arguments(hf, ev)[1:]])]
+
+        def is_done():
+            return _eval_complete(ev) and (not heldout or (ev / "heldout_loss.json").is_file())
+
+        return [Job(f"eval/{name}", is_done=is_done, commands=command, deps=tuple(deps))]
 
     def eval_arguments(self, hf: Path, ev: Path) -> list[str]:
-        """`wmss eval` of the recipe's eval section; study.benchmark_file replaces eval.benchmarks."""
+        """`wmss eval ...` (from "eval" on) of the recipe's eval section; study.benchmark_file replaces
+        eval.benchmarks."""
         from megatron_wmss.pipeline import eval_command
 
         args = eval_command(self.cfg.eval, hf, ev, f"{self.cfg.data.path}.manifest.json")

@@ -9,7 +9,7 @@ import numpy as np
 DESCRIPTIONS = {
     "sft": "SFT continued on D (reference)",
     "sft_active": "SFT on D_active (selection only)",
-    "random": "SFT on a random subset of |D_active| (selection = noise?)",
+    "random": "SFT on a random subset of \\|D_active\\| (selection = noise?)",
     "wdjt": "WD-JT on D_active (WMSS)",
     "wdjt_frozen": "WD-JT, weak branch frozen",
 }

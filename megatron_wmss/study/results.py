@@ -66,7 +66,7 @@ def collect(plan: StudyPlan, outcome: Outcome) -> dict:
         per_seed, arm_scores = {}, {}
         for seed in plan.seeds:
             name = f"{arm.name}/seed_{seed}"
-            jobs = [f"train/{name}", f"export/{name}", f"eval/{name}"]
+            jobs = [f"train/{name}", f"eval/{name}"]
             broken = [j for j in jobs if outcome.status.get(j) not in (DONE, None)]
             if broken:
                 failed.setdefault(arm.name, {})[str(seed)] = outcome.errors.get(broken[0], outcome.status[broken[0]])
