@@ -7,7 +7,7 @@ optimizer steps with the same learning-rate schedule; they differ only in object
                selection better than noise?)
   wdjt         WD-JT (Eq. 5-6) on D_active with weak model W, lambda = wmss.lam (the method)
   wdjt_frozen  the same with the weak branch frozen (wmss.freeze_weak)
-  wdjt_lam<x>  WD-JT with lambda = x (the lambda sweep, `--lam`)
+  wdjt_lam<x>  WD-JT with lambda = x (the lambda sweep, `--lam`; x = wmss.lam is the `wdjt` arm)
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ def lam_arm_name(lam: float) -> str:
     return f"wdjt_lam{lam:g}"
 
 
-def build_arms(names: list[str], lams: list[float]) -> list[Arm]:
-    """The arms named (config.STUDY_ARMS) followed by one WD-JT arm per lambda of the sweep."""
+def build_arms(names: list[str], lams: list[float], recipe_lam: float) -> list[Arm]:
+    """The arms named (config.STUDY_ARMS) followed by one WD-JT arm per lambda of the sweep; a lambda equal
+    to the recipe's (`wmss.lam`) is the `wdjt` arm itself when that arm is run, not trained twice."""
     known = {
         "sft": Arm("sft", "sft", "all"),
         "sft_active": Arm("sft_active", "sft", "active"),
@@ -38,6 +39,8 @@ def build_arms(names: list[str], lams: list[float]) -> list[Arm]:
     }
     arms = [known[n] for n in names]
     for lam in lams:
+        if "wdjt" in names and abs(lam - recipe_lam) < 1e-12:
+            continue
         arm = Arm(lam_arm_name(lam), "wmss", "active", (f"wmss.lam={lam:g}",))
         if arm.name not in {a.name for a in arms}:
             arms.append(arm)

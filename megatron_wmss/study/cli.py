@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.m1 and not cfg.model.hf_path:
         raise SystemExit("wmss study: model.hf_path (M0) is required unless --m1 and --weak-model are given")
     cfg.run_dir = str(out)
-    plan = StudyPlan(cfg, out, build_arms(cfg.study.arms, cfg.study.lams), nproc=args.nproc_per_node,
+    plan = StudyPlan(cfg, out, build_arms(cfg.study.arms, cfg.study.lams, cfg.wmss.lam), nproc=args.nproc_per_node,
                      m1=Path(args.m1).resolve() if args.m1 else None,
                      weak_model=Path(args.weak_model).resolve() if args.weak_model else None)
     _write_recipe(cfg, plan.recipe)
