@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import fcntl
+import gc
 import importlib.util
 import os
 import subprocess
@@ -135,6 +136,15 @@ def run_pipeline(cfg, *, baseline: str | None = None) -> Path:
     return models[-1]
 
 
+def release_accelerator_memory() -> None:
+    """Give the GPU back before the evaluation subprocess starts vLLM on it: the training phases
+    returned only paths, so collecting the cycles they left frees the models and optimizers, and
+    emptying torch's cache returns their blocks to the driver."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def finish(cfg, final_ckpt: Path, name: str) -> None:
     """Rank 0, after the process group is gone: export to HF, then evaluate if enabled."""
     run_dir = Path(cfg.run_dir)
@@ -177,11 +187,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from megatron_wmss import distributed
-    from megatron_wmss.config import load_config, to_dict
+    from megatron_wmss.config import ConfigError, load_config, to_dict
 
     cfg = load_config(args.config, args.overrides)
     if not cfg.model.hf_path or not cfg.data.path:
         raise SystemExit("wmss run: model.hf_path (HF directory of M0) and data.path are required")
+    if cfg.data.pack:  # WD-DS scores one sample per row; a packed row holds several
+        raise ConfigError("data.pack: wmss run needs unpacked rows (WD-DS scores and selects single samples); "
+                          "use data.pack=false")
     distributed.initialize(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp, seed=cfg.training.seed)
     if dist.get_rank() == 0:
         Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
@@ -190,6 +203,7 @@ def main(argv=None) -> int:
     final = run_pipeline(cfg, baseline=args.baseline)
     rank = dist.get_rank()
     distributed.destroy()
+    release_accelerator_memory()
     if rank == 0:
         finish(cfg, final, "baseline_sft" if args.baseline else "wmss")
     return 0
