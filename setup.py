@@ -18,8 +18,9 @@ CORE = [
     "matplotlib>=3.8",
 ]
 EXTRAS = {
-    # GPU-only; apex comes from the NGC PyTorch container (see README).
-    "gpu": ["transformer-engine[pytorch]", "vllm", "nvidia-dali-cuda120"],
+    # GPU-only, pinned to what the Dockerfile's NGC 25.04 base supports (reasons in the Dockerfile; the
+    # Dockerfile's ARGs must equal these, tests/test_docker_pins.py). apex comes from the NGC container.
+    "gpu": ["transformer-engine[pytorch]==2.2.0", "vllm==0.9.1"],
     "test": ["pytest>=8", "pytest-timeout>=2.3"],
 }
 
