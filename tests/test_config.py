@@ -43,6 +43,27 @@ def test_invalid_options_are_named(override, option):
         load_config(overrides=[override])
 
 
+@pytest.mark.parametrize("overrides,message", [
+    (["parallel.cp=2"], r"parallel\.cp: context parallelism is not implemented"),
+    (["parallel.pp=2", "parallel.vpp=2"], r"parallel\.vpp: virtual pipeline stages are not implemented"),
+    (["model.params_dtype=fp16"], r"model\.params_dtype: fp16 is not supported \(no loss scaler"),
+])
+def test_unimplemented_options_are_refused_by_name(overrides, message):
+    """Accepted-but-ignored settings would train something else than asked: refused, with the reason."""
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=overrides)
+
+
+def test_wmss_run_refuses_packed_data(tmp_path):
+    """WD-DS scores one sample per row: `wmss run` stops on data.pack before any process group exists."""
+    from megatron_wmss.pipeline import main as run_main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model:\n  hf_path: {tmp_path}\ndata:\n  path: {tmp_path}/d\n  pack: true\n")
+    with pytest.raises(ConfigError, match=r"data\.pack: wmss run needs unpacked rows"):
+        run_main(["--config", str(recipe), f"run_dir={tmp_path}/run"])
+
+
 def test_missing_recipe_and_bad_override_syntax(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

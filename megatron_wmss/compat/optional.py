@@ -8,7 +8,6 @@ from types import ModuleType
 _PROVIDERS = {
     "transformer_engine": "pip install 'megatron_wmss[gpu]' (transformer-engine[pytorch]) or use the NGC PyTorch container",
     "vllm": "pip install 'megatron_wmss[gpu]' (vllm), or use `--backend transformers` on CPU",
-    "nvidia.dali": "pip install 'megatron_wmss[gpu]' (nvidia-dali-cuda120)",
     "apex": "use the NGC PyTorch container (apex is not on PyPI)",
 }
 

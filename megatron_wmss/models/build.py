@@ -223,6 +223,13 @@ def build_gpt_model(tcfg, arch: ArchInfo, *, pre_process: bool | None = None, po
         share_embeddings_and_output_weights=arch.tie_word_embeddings, position_embedding_type="rope",
         rotary_percent=1.0, rotary_base=int(theta) if float(theta).is_integer() else theta, vp_stage=vp_stage)
     model.unpadded_vocab_size = arch.vocab_size  # losses leave the padding rows out of the softmax
+    # Every parameter in params_dtype, as megatron's Float16Module would leave it: torch's RMSNorm (the
+    # local spec's norm without TE) creates its weight in fp32, and megatron's non-distributed
+    # Float16Optimizer maps only bf16/fp16 parameters to checkpoint keys. Parameters only: buffers
+    # (TE's FP8 scaling state) keep their dtype.
+    for param in model.parameters():
+        if param.is_floating_point() and param.dtype != tcfg.params_dtype:
+            param.data = param.data.to(tcfg.params_dtype)
     if torch.cuda.is_available():
         model.cuda(compute_device())
     return model

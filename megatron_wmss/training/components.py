@@ -64,7 +64,7 @@ def build_components(cfg, hf_config: dict, init: dict, total_steps: int) -> Trai
                                                  use_distributed_optimizer=p.use_distributed_optimizer))
     schedule_config.finalize_model_grads_func = finalize
     schedule_config.no_sync_func = model.no_sync
-    if p.use_distributed_optimizer:
+    if p.use_distributed_optimizer or tcfg.bf16 or tcfg.fp16:  # the optimizers that check `.type()`
         mark_params_as_cuda(model)
     optimizer = get_megatron_optimizer(
         OptimizerConfig(optimizer="adam", lr=t.lr, min_lr=t.min_lr, weight_decay=t.weight_decay,
