@@ -112,6 +112,7 @@ class StudyConfig:
     seeds: list = field(default_factory=lambda: [1, 2, 3])
     lams: list = field(default_factory=list)  # extra WD-JT arms wdjt_lam<λ>
     stage_steps: Optional[int] = None  # steps of every arm; null = 1 epoch of the first seed's D_active
+    stage_lr: Optional[float] = None  # peak learning rate of every arm; null = training.lr
     benchmark_file: Optional[str] = None  # NAME=PATH for `wmss eval --benchmark-file`; null = eval.benchmarks
     curve_steps: list = field(default_factory=list)  # Phase-1 steps also evaluated (the plateau curve)
     heldout_data: Optional[str] = None  # preprocessed held-out prefix: held-out loss of every evaluated model
@@ -334,6 +335,7 @@ def _validate_study(s: StudyConfig) -> None:
     _check(all(isinstance(x, (int, float)) and 0.0 <= x <= 1.0 for x in s.lams), "study.lams",
            "each lambda must be a number in [0, 1]")
     _check(s.stage_steps is None or s.stage_steps >= 1, "study.stage_steps", "must be >= 1 (or null)")
+    _check(s.stage_lr is None or s.stage_lr > 0, "study.stage_lr", "must be > 0 (or null)")
     _check(s.benchmark_file is None or "=" in s.benchmark_file, "study.benchmark_file", "expected NAME=PATH")
     _check(all(isinstance(k, int) and k >= 1 for k in s.curve_steps), "study.curve_steps",
            "each entry must be a step number >= 1")

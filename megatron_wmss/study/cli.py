@@ -101,7 +101,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("wmss study: --quick reduces the bundled study; with --config, size the recipe instead")
     if args.nproc_per_node < 1 or (args.jobs is not None and args.jobs < 1):
         raise SystemExit("wmss study: --nproc-per-node and --jobs must be >= 1")
-    from megatron_wmss.config import ConfigError
     from megatron_wmss.study import report, results
     from megatron_wmss.study.arms import build_arms
     from megatron_wmss.study.plan import StudyPlan
@@ -109,10 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     out = Path(args.out or ("runs/study_quick" if args.quick else "runs/study")).resolve()
-    try:
-        cfg, title = _resolve(args, out)
-    except ConfigError as err:
-        raise SystemExit(f"wmss study: {err}") from None
+    cfg, title = _resolve(args, out)  # a ConfigError reaches `wmss` (exit status 2, one line)
     if not args.m1 and not cfg.model.hf_path:
         raise SystemExit("wmss study: model.hf_path (M0) is required unless --m1 and --weak-model are given")
     cfg.run_dir = str(out)

@@ -111,6 +111,11 @@ class StudyPlan:
         active = (self.select_dir(self.seeds[0]) / "active_set.txt").read_text().split()
         return budget.epoch_steps(1.0, len(active), self.cfg.training.global_batch_size)
 
+    def stage_lr(self) -> list[str]:
+        """The arms' peak learning rate as an override (study.stage_lr), or none (training.lr)."""
+        lr = self.cfg.study.stage_lr
+        return [] if lr is None else [f"training.lr={lr!r}", f"training.min_lr={min(lr, self.cfg.training.min_lr)!r}"]
+
     def phase1_export_steps(self) -> list[int]:
         from megatron_wmss.config import weak_step
 
@@ -195,7 +200,8 @@ class StudyPlan:
             return [self._wmss("train", "--config", str(self.recipe), *init, *data,
                                f"training.objective={arm.objective}", f"training.train_iters={self.stage_steps()}",
                                f"training.seed={seed}", f"data.seed={seed}", "training.data_phase=1",
-                               "training.export_steps=[]", f"run_dir={run_dir}", *arm.overrides, distributed=True)]
+                               "training.export_steps=[]", f"run_dir={run_dir}", *self.stage_lr(), *arm.overrides,
+                               distributed=True)]
 
         branch = run_dir / "export" / ("model" if arm.objective == "sft" else "strong")
         deps = ("phase1", f"select/seed_{seed}", f"random_set/seed_{seed}")
