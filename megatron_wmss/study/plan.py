@@ -138,10 +138,10 @@ class StudyPlan:
     def _wmss(self, *args: str, distributed: bool = False) -> list[str]:
         return (wmss_launcher(self.nproc) if distributed else wmss_launcher(1)) + list(args)
 
-    def _marker_job(self, name: str, directory: Path, commands, deps=()) -> Job:
+    def _marker_job(self, name: str, directory: Path, commands, deps=(), alone: bool = False) -> Job:
         """A job complete when `directory/DONE` exists (written after its commands succeed)."""
         return Job(name, is_done=lambda: (directory / "DONE").is_file(), commands=commands, deps=tuple(deps),
-                   after=lambda: (directory / "DONE").write_text(""))
+                   after=lambda: (directory / "DONE").write_text(""), alone=alone)
 
     def setup_jobs(self) -> list[Job]:
         jobs = []
@@ -157,7 +157,7 @@ class StudyPlan:
                 "train", "--config", str(self.recipe), "--init-model", str(self.m0),
                 "training.objective=sft", f"training.train_iters={self.phase1_steps()}", "training.data_phase=0",
                 f"training.export_steps={self.phase1_export_steps()}", f"run_dir={self.phase1}",
-                distributed=True)], deps=["convert_m0"]))
+                distributed=True)], deps=["convert_m0"], alone=True))
         first = self.seeds[0]
         for seed in self.seeds:
             jobs.append(self._select_job(seed, first))

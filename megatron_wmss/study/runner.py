@@ -33,6 +33,7 @@ class Job:
     function: Optional[Callable[[], None]] = None  # in-process work (small file writing only)
     deps: tuple = ()
     after: Optional[Callable[[], None]] = None  # runs when the commands succeeded (e.g. write a marker)
+    alone: bool = False  # nothing else can run beside it (every later job needs it): it gets every core
 
 
 @dataclass
@@ -69,7 +70,10 @@ class JobRunner:
         cmd = run.queue.pop(0)
         run.log.write(f"$ {shlex.join(cmd)}\n")
         run.log.flush()
-        run.proc = subprocess.Popen(cmd, stdout=run.log, stderr=subprocess.STDOUT, env=self.env)
+        env = self.env
+        if run.job.alone:
+            env = dict(env, OMP_NUM_THREADS=str(os.cpu_count() or 1))
+        run.proc = subprocess.Popen(cmd, stdout=run.log, stderr=subprocess.STDOUT, env=env)
 
     def _start(self, job: Job, outcome: Outcome, running: dict) -> None:
         started = time.monotonic()
