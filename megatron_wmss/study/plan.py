@@ -128,10 +128,12 @@ class StudyPlan:
         """Evaluated models besides the arms: name -> megatron checkpoint (M1, weak, Phase-1 curve points)."""
         from megatron_wmss.training.loop import snapshot_dir
 
-        models = {"m1": self.m1_checkpoint(), "weak": self.weak_checkpoint()}
+        models = {"m1": self.m1_checkpoint()}
         if not self.m1:
             for step in self.cfg.study.curve_steps:
                 models[f"phase1_step_{step}"] = snapshot_dir(self.phase1, step) / "model"
+        if self.weak_checkpoint() not in models.values():  # else it is evaluated as a curve point
+            models["weak"] = self.weak_checkpoint()
         return models
 
     # ---- jobs

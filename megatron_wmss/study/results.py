@@ -90,7 +90,11 @@ def collect(plan: StudyPlan, outcome: Outcome) -> dict:
     paired = {}
     if "sft" in scores:
         paired = {name: stats.paired_difference(s, scores["sft"]) for name, s in scores.items() if name != "sft"}
-    models = {name: _model_result(plan.model_dir(name)) for name in plan.curve_models()}
+    checkpoints = plan.curve_models()
+    models = {name: _model_result(plan.model_dir(name)) for name in checkpoints}
+    if "weak" not in models:  # the weak model is one of the Phase-1 curve points
+        same = [n for n, c in checkpoints.items() if c == plan.weak_checkpoint()]
+        models["weak"] = models[same[0]] if same else None
     return {"arms": arms, "paired_vs_sft": paired, "selection": _selection(plan), "failed": failed,
             "models": {k: v for k, v in models.items() if v is not None}, "phase1": _phase1(plan, models),
             "training_curves": curves}
