@@ -146,7 +146,7 @@ def run_recipe(work: Path, run_dir: Path, tp: int) -> list[str]:
     """`wmss run` arguments: the quickstart recipe on the tiny setup, 3 steps per phase, bf16 on GPU."""
     return ["run", "--config", str(REPO / "examples" / "quickstart" / "recipe.yaml"),
             f"model.hf_path={work / 'base_model'}", f"data.path={work / 'data' / 'train'}", f"run_dir={run_dir}",
-            f"model.params_dtype={'bf16' if _cuda() else 'fp32'}", "training.train_iters=3", f"parallel.tp={tp}"]
+            f"model.params_dtype={'bf16' if _cuda() else 'fp32'}", "wmss.sft_steps=3", "wmss.wdjt_steps=3", f"parallel.tp={tp}"]
 
 
 def check_wmss_run(work: Path, report: dict, tp: int):

@@ -268,6 +268,9 @@ def main(argv=None) -> int:
     if not (hf.is_dir() or (hf.suffix == ".gguf" and hf.is_file()) or cfg.model.hf_path == "smollm2"):
         raise ConfigError(f"model.hf_path: {hf} is not a directory (the HF model M0 to start from; a .gguf file "
                           "or 'smollm2' also works, docs/convert.md)")
+    if cfg.training.train_iters is not None or cfg.training.epochs != 1.0:
+        raise ConfigError("training.train_iters / training.epochs: wmss run sets every phase's length itself; use "
+                          "wmss.sft_steps, wmss.wdjt_steps, wmss.baseline_steps (or wmss.sft_epochs)")
     if cfg.data.pack:  # WD-DS scores one sample per row; a packed row holds several
         raise ConfigError("data.pack: wmss run needs unpacked rows (WD-DS scores and selects single samples); "
                           "use data.pack=false")

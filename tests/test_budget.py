@@ -91,3 +91,15 @@ def test_pipeline_phases_get_their_own_data_order(tmp_path):
     assert (phase1.training.train_iters, phase1.training.data_phase) == (250, 0)
     assert (wdjt.training.train_iters, wdjt.training.data_phase, wdjt.training.export_steps) == (153, 1, [7])
     assert cfg.training.data_phase == 0 and cfg.training.train_iters is None  # the recipe is not modified
+
+
+def test_wmss_run_refuses_a_global_train_iters(tmp_path):
+    """`wmss run` sets every phase's steps; a recipe-wide training.train_iters would be silently ignored."""
+    from megatron_wmss.pipeline import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model:\n  hf_path: {tmp_path}\ndata:\n  path: {tmp_path / 'd'}\n")
+    with pytest.raises(ConfigError, match="training.train_iters"):
+        main(["--config", str(recipe), "training.train_iters=5"])
+    with pytest.raises(ConfigError, match="wmss.sft_steps"):
+        main(["--config", str(recipe), "training.epochs=2"])

@@ -31,7 +31,6 @@ study:
   arms: [sft, random, wdjt]
   seeds: [1, 2]
   stage_steps: 3
-  curve_steps: [4]
   heldout_data: {data}
   benchmark_file: toy={bench}
 eval:
@@ -77,14 +76,15 @@ def test_arms_train_equal_steps_from_one_m1(study):
         assert diff["ci95"][0] <= diff["mean_diff"] <= diff["ci95"][1]
     sel = result["selection"]
     assert 0 < sel["fraction"] <= 1 and sel["weight_cv"] >= 0 and 0 < sel["ess_fraction"] <= 1
-    # Phase 1 once: its curve point and M1 evaluated, with held-out losses
-    assert set(result["phase1"]["points"]) == {"4", "6"}
+    # Phase 1 once: M1 (its last point) and the weak snapshot evaluated, with held-out losses
+    assert set(result["phase1"]["points"]) == {"6"} and set(result["models"]) == {"m1", "weak"}
+    assert (study["out"] / "phase1" / "snapshots" / "step_0000002" / "model" / "hf_config.json").is_file()
     assert all("heldout_loss" in p for p in result["phase1"]["points"].values())
     out = study["out"]
     for arm in ("sft", "wdjt"):
         for seed in (1, 2):
-            cfg = (out / "arms" / arm / f"seed_{seed}" / "checkpoints")
-            assert (cfg / "latest").is_file()
+            metrics = (out / "arms" / arm / f"seed_{seed}" / "metrics.jsonl").read_text().splitlines()
+            assert len(metrics) == 3  # trained from M1 for study.stage_steps, not resumed from elsewhere
 
 
 def test_random_arm_has_active_set_size_distinct_samples(study):
