@@ -137,7 +137,7 @@ def plot(res: dict, path: Path) -> None:
         right.hist(hs, bins=bins, alpha=0.6, label="strong M1")
         right.set_xlabel("token-averaged predictive entropy over the completion (Eq. 7), nats")
         right.set_ylabel("samples")
-        frac = sel.get("selected_fraction")
+        frac = (res["selection"] or {}).get("selected_fraction")
         right.set_title("WD-DS entropies" + (f" (selected fraction {frac:.2f})" if frac is not None else ""))
         right.legend(fontsize=8)
     fig.tight_layout()
