@@ -51,7 +51,8 @@ def study(tmp_path_factory):
     paths = build_setup(root, num_rows=24)
     bench = root / "bench.jsonl"
     bench.write_text("".join(json.dumps({"id": f"q{i}", "problem": r["messages"][0]["content"],
-                                         "answer": r["messages"][0]["info"]["reference_answer"]}) + "\n"
+                                         "answer": r["messages"][0]["info"]["reference_answer"],
+                                         "subset": "hard" if i % 3 == 0 else "easy"}) + "\n"
                              for i, r in enumerate(arithmetic_rows(12, seed=5))))
     recipe = root / "recipe.yaml"
     recipe.write_text(RECIPE.format(bench=bench, **paths))
@@ -116,3 +117,17 @@ def test_rerun_skips_finished_jobs(study):
     assert done.stat().st_mtime_ns == before
     result = json.loads((out / "study.json").read_text())
     assert set(result["arms"]["random"]["seeds"]) == {"1", "2"} and not result["failed"]
+
+
+def test_accuracy_by_subset_adds_up_to_the_accuracy(study):
+    """Rows with a "subset" field (4 hard, 8 easy): per-subset accuracies weighted by their sizes give the
+    overall accuracy of every seed; the arm's subset means are the means over seeds; study.md shows them."""
+    for arm in study["result"]["arms"].values():
+        for rec in arm["seeds"].values():
+            sub = rec["subsets"]
+            assert set(sub) == {"easy", "hard"}
+            assert (8 * sub["easy"] + 4 * sub["hard"]) / 12 == pytest.approx(rec["accuracy"], abs=1e-9)
+        for name in ("easy", "hard"):
+            assert arm["subsets"][name] == pytest.approx(
+                sum(r["subsets"][name] for r in arm["seeds"].values()) / len(arm["seeds"]))
+    assert "Accuracy by subset" in (study["out"] / "study.md").read_text()

@@ -9,11 +9,16 @@ A problem starts with a quantity and applies 2-3 additions/subtractions told as 
              <answer>\\boxed{17}</answer>
 
 The difficulty is set by `TaskConfig` (named presets in `TASK_PRESETS`). "easy" (the defaults) keeps values
-in [0, 30]; "plateau" uses values up to 99 (two-digit additions and subtractions with carries and borrows),
-up to 4 steps, and "group" steps that need a single-digit multiplication first:
+in [0, 30]. "plateau" (the bundled `wmss study` task) is "easy" plus, on half of the problems, a last "hard"
+step: a one-digit by two-digit product, told as groups and worked in one line:
 
-  user:      ... Then she buys 4 boxes of 7 marbles. ...
-  assistant: <think>... Buys 4 boxes of 7: 4 * 7 = 28, 35 + 28 = 63. ...</think>
+  user:      ... Then she buys 7 boxes of 46 marbles. ...
+  assistant: <think>... Buys 7 boxes of 46: 7 * 46 = 322, 15 + 322 = 337.</think>
+
+A ~1M-parameter model learns the easy part to the ceiling within a few epochs but the products only slowly:
+SFT levels off near half the held-out problems, with the hard ones under-learned (docs/study.md).
+"two_digit" (values up to 99, up to 4 steps, some single-digit "k boxes of m" group steps) is the preset of
+the first, near-ceiling study.
 
 Everything is a pure function of the seed (one `random.Random`), so two runs with the same seed write
 byte-identical files. Train and test problems are disjoint (distinct user texts), the test split is
@@ -59,11 +64,14 @@ SUB_GROUPS = [("gives away {k} boxes of {m} {item}", "gives away {k} boxes of {m
 @dataclass(frozen=True)
 class TaskConfig:
     """Size and difficulty. Defaults ("easy"): start in [2, max_start=20], amounts in [1, max_amount=9],
-    every value in [0, max_value=30], 2-3 steps, no group steps.
+    every value in [0, max_value=30], 2-3 steps, no group steps, no hard step.
 
     group_prob: probability that a step adds or removes k groups of m items (k, m in [2, max_factor]),
     worked as "k * m = km, value + km = new" (falls back to a plain step when k * m cannot fit); 0 draws
-    no extra random numbers, so the easy task is unchanged by the field's existence."""
+    no extra random numbers, so the easy task is unchanged by the field's existence.
+    hard_prob: probability that a problem ends with a hard step, k groups of m items added, k in
+    [hard_factors[0], hard_factors[1]], m in [hard_factors[2], hard_factors[3]] (values may then exceed
+    max_value); 0 draws nothing, as for group_prob."""
 
     num_train: int = 2000
     num_test: int = 200
@@ -75,13 +83,17 @@ class TaskConfig:
     seed: int = 1234
     group_prob: float = 0.0
     max_factor: int = 9
+    hard_prob: float = 0.0
+    hard_factors: tuple[int, int, int, int] = (11, 99, 11, 99)
 
     def __post_init__(self):
         checks = {"num_train": self.num_train >= 0, "num_test": self.num_test >= 0,
                   "min_steps": 1 <= self.min_steps <= self.max_steps,
                   "max_start": 2 <= self.max_start <= self.max_value,
                   "max_amount": 1 <= self.max_amount, "group_prob": 0.0 <= self.group_prob <= 1.0,
-                  "max_factor": self.max_factor >= 2}
+                  "max_factor": self.max_factor >= 2, "hard_prob": 0.0 <= self.hard_prob <= 1.0,
+                  "hard_factors": (len(self.hard_factors) == 4 and 2 <= self.hard_factors[0] <= self.hard_factors[1]
+                                   and 2 <= self.hard_factors[2] <= self.hard_factors[3])}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"TaskConfig: invalid {', '.join(bad)} ({self})")
@@ -90,7 +102,8 @@ class TaskConfig:
 # Named difficulty levels (sizes are the caller's: replace num_train / num_test / seed).
 TASK_PRESETS = {
     "easy": TaskConfig(),
-    "plateau": TaskConfig(min_steps=2, max_steps=4, max_start=60, max_amount=40, max_value=99, group_prob=0.3),
+    "plateau": TaskConfig(hard_prob=0.5, hard_factors=(3, 9, 11, 99)),
+    "two_digit": TaskConfig(min_steps=2, max_steps=4, max_start=60, max_amount=40, max_value=99, group_prob=0.3),
 }
 
 
@@ -135,8 +148,21 @@ def make_problem(rng: random.Random, cfg: TaskConfig) -> dict:
             equations += [f"{k} * {m} = {k * m}", f"{value} {op} {k * m} = {new}"]
             steps.append(f"{label.format(k=k, m=m).capitalize()}: {equations[-2]}, {equations[-1]}.")
         value = new
+    if cfg.hard_prob > 0 and rng.random() < cfg.hard_prob:
+        k, m = rng.randint(*cfg.hard_factors[:2]), rng.randint(*cfg.hard_factors[2:])
+        verb, label = rng.choice(ADD_GROUPS)
+        story.append(f"{rng.choice(CONNECT)} {he} {verb.format(k=k, m=m, item=item)}.")
+        equations += [f"{k} * {m} = {k * m}", f"{value} + {k * m} = {value + k * m}"]
+        steps.append(f"{label.format(k=k, m=m).capitalize()}: {equations[-2]}, {equations[-1]}.")
+        value += k * m
     story.append(f"How many {item} does {name} have now?")
     return {"problem": " ".join(story), "think": " ".join(steps), "answer": value, "equations": equations}
+
+
+def subset(p: dict, cfg: TaskConfig) -> str:
+    """"hard" when the problem has a hard step (its answer exceeds every value an easy step can reach),
+    else "easy": the subsets `wmss study` reports accuracy on."""
+    return "hard" if p["answer"] > cfg.max_value else "easy"
 
 
 def to_am_row(p: dict, row_id: str) -> dict:
@@ -219,14 +245,15 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 def write_task(out_dir: str | Path, cfg: TaskConfig, num_pretrain_docs: int) -> dict:
     """Write train.jsonl / test.jsonl (AM rows), test_benchmark.jsonl (id, problem, answer: a
-    `wmss eval --benchmark-file`), pretrain.jsonl ({"text"} per document) and task.json (the config)."""
+    `wmss eval --benchmark-file`; with hard steps also "subset", see `subset`), pretrain.jsonl ({"text"} per document) and task.json (the config)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train, test = generate_splits(cfg)
     write_jsonl(out / "train.jsonl", [to_am_row(p, f"arith-train-{i:05d}") for i, p in enumerate(train)])
     write_jsonl(out / "test.jsonl", [to_am_row(p, f"arith-test-{i:04d}") for i, p in enumerate(test)])
     write_jsonl(out / "test_benchmark.jsonl", [
-        {"id": f"arith-test-{i:04d}", "problem": p["problem"], "answer": str(p["answer"]), "answer_type": "numeric"}
+        {"id": f"arith-test-{i:04d}", "problem": p["problem"], "answer": str(p["answer"]), "answer_type": "numeric",
+         **({"subset": subset(p, cfg)} if cfg.hard_prob > 0 else {})}
         for i, p in enumerate(test)])
     docs = pretrain_corpus(cfg, num_pretrain_docs, exclude={p["problem"] for p in test})
     write_jsonl(out / "pretrain.jsonl", [{"text": d} for d in docs])

@@ -48,6 +48,7 @@ def markdown(result: dict, meta: dict) -> str:
         for seed, error in errors.items():
             first = error.splitlines()[0] if error else "failed"
             lines.append(f"\n**Failed: `{name}` seed {seed}**: {first}")
+    lines += _subset_table(result)
     models = result["models"]
     if models:
         lines += ["", "Starting points: " + ", ".join(
@@ -73,6 +74,20 @@ def markdown(result: dict, meta: dict) -> str:
         lines += ["", f"Wall time of this study's jobs (this invocation): {meta['wall']}."]
     lines += ["", "![study](study.png)", ""]
     return "\n".join(lines)
+
+
+def _subset_table(result: dict) -> list[str]:
+    """Accuracy per subset of the held-out problems (e.g. easy / hard): arms (mean over seeds), then the
+    evaluated starting points and Phase-1 snapshots."""
+    rows = [(f"`{name}`", arm["subsets"]) for name, arm in result["arms"].items() if "subsets" in arm]
+    rows += [(name, model["subsets"]) for name, model in result["models"].items() if "subsets" in model]
+    if not rows:
+        return []
+    names = list(rows[0][1])
+    lines = ["", "Accuracy by subset of the held-out problems (%; arms: mean over seeds):", "",
+             "| model | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    return lines + [f"| {label} | " + " | ".join(f"{acc.get(n, float('nan')):.1f}" for n in names) + " |"
+                    for label, acc in rows]
 
 
 def plot(result: dict, path: Path) -> None:

@@ -5,6 +5,8 @@ Schema (the keys other tools read; more keys are allowed):
   {"arms": {NAME: {"steps": int, "seeds": {"<seed>": {"accuracy": %, "steps": int}}, "mean": %, "ci95": [lo, hi]}},
    "paired_vs_sft": {NAME: {"mean_diff": points, "ci95": [lo, hi]}},
    "selection": {"fraction": float, "weight_cv": float, "ess_fraction": float}}
+When the benchmark file's rows carry a "subset" field (the bundled task: "easy" / "hard"), every seed, arm
+and evaluated model also gets "subsets": {SUBSET: accuracy %}.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from megatron_wmss.study.plan import StudyPlan
 from megatron_wmss.study.runner import DONE, Outcome
 
 
-def read_scores(eval_dir: Path) -> stats.Scores:
-    """Per-problem scores (share of correct samples) per benchmark, problems sorted by id."""
+def _scores_by_id(eval_dir: Path) -> dict[str, dict[str, float]]:
+    """{benchmark: {problem id: share of correct samples}} from `wmss eval`'s samples."""
     scores = {}
     for path in sorted((eval_dir / "samples").glob("*.jsonl")):
         by_id: dict[str, list[float]] = {}
@@ -28,10 +30,34 @@ def read_scores(eval_dir: Path) -> stats.Scores:
             if line.strip():
                 rec = json.loads(line)
                 by_id.setdefault(str(rec["id"]), []).append(1.0 if rec["correct"] else 0.0)
-        scores[path.stem] = np.array([np.mean(by_id[k]) for k in sorted(by_id)])
+        scores[path.stem] = {k: float(np.mean(v)) for k, v in by_id.items()}
     if not scores:
         raise FileNotFoundError(f"no evaluation samples in {eval_dir}")
     return scores
+
+
+def read_scores(eval_dir: Path) -> stats.Scores:
+    """Per-problem scores (share of correct samples) per benchmark, problems sorted by id."""
+    return {bench: np.array([by_id[k] for k in sorted(by_id)]) for bench, by_id in _scores_by_id(eval_dir).items()}
+
+
+def read_subsets(benchmark_file: str | None) -> dict[str, str]:
+    """{problem id: subset} from the optional "subset" field of a `NAME=PATH` benchmark file's rows."""
+    if not benchmark_file:
+        return {}
+    path = Path(benchmark_file.split("=", 1)[-1])
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {str(r["id"]): r["subset"] for r in rows if "subset" in r and "id" in r}
+
+
+def subset_accuracy(eval_dir: Path, subsets: dict[str, str]) -> dict[str, float]:
+    """Accuracy in percent on each subset of the evaluated problems (all benchmarks together)."""
+    groups: dict[str, list[float]] = {}
+    for by_id in _scores_by_id(eval_dir).values():
+        for problem, score in by_id.items():
+            if problem in subsets:
+                groups.setdefault(subsets[problem], []).append(score)
+    return {name: 100.0 * float(np.mean(v)) for name, v in sorted(groups.items())}
 
 
 def trained_steps(run_dir: Path) -> int:
@@ -50,11 +76,13 @@ def _training_curve(run_dir: Path) -> list:
     return [(r["step"], r.get("strong_ce", r["loss"])) for r in rows]
 
 
-def _model_result(directory: Path) -> dict | None:
+def _model_result(directory: Path, subsets: dict[str, str]) -> dict | None:
     ev = directory / "eval"
     if not (ev / "samples").is_dir():
         return None
     result = {"accuracy": stats.accuracy(read_scores(ev))}
+    if subsets:
+        result["subsets"] = subset_accuracy(ev, subsets)
     if (ev / "heldout_loss.json").is_file():
         result["heldout_loss"] = json.loads((ev / "heldout_loss.json").read_text())["loss"]
     return result
@@ -62,6 +90,7 @@ def _model_result(directory: Path) -> dict | None:
 
 def collect(plan: StudyPlan, outcome: Outcome) -> dict:
     arms, scores, failed, curves = {}, {}, {}, {}
+    subsets = read_subsets(plan.cfg.study.benchmark_file)
     for arm in plan.arms:
         per_seed, arm_scores = {}, {}
         for seed in plan.seeds:
@@ -74,6 +103,8 @@ def collect(plan: StudyPlan, outcome: Outcome) -> dict:
             run_dir = plan.arm_dir(arm.name, seed)
             arm_scores[str(seed)] = read_scores(run_dir / "eval")
             per_seed[str(seed)] = {"accuracy": stats.accuracy(arm_scores[str(seed)]), "steps": trained_steps(run_dir)}
+            if subsets:
+                per_seed[str(seed)]["subsets"] = subset_accuracy(run_dir / "eval", subsets)
             heldout = run_dir / "eval" / "heldout_loss.json"
             if heldout.is_file():
                 per_seed[str(seed)]["heldout_loss"] = json.loads(heldout.read_text())["loss"]
@@ -86,12 +117,15 @@ def collect(plan: StudyPlan, outcome: Outcome) -> dict:
         losses = [r["heldout_loss"] for r in per_seed.values() if "heldout_loss" in r]
         if len(losses) == len(per_seed):
             arms[arm.name]["heldout_loss_mean"] = float(np.mean(losses))
+        if subsets:
+            arms[arm.name]["subsets"] = {name: float(np.mean([r["subsets"][name] for r in per_seed.values()]))
+                                         for name in next(iter(per_seed.values()))["subsets"]}
         scores[arm.name] = arm_scores
     paired = {}
     if "sft" in scores:
         paired = {name: stats.paired_difference(s, scores["sft"]) for name, s in scores.items() if name != "sft"}
     checkpoints = plan.curve_models()
-    models = {name: _model_result(plan.model_dir(name)) for name in checkpoints}
+    models = {name: _model_result(plan.model_dir(name), subsets) for name in checkpoints}
     if "weak" not in models:  # the weak model is one of the Phase-1 curve points
         same = [n for n, c in checkpoints.items() if c == plan.weak_checkpoint()]
         models["weak"] = models[same[0]] if same else None
