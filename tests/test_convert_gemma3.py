@@ -258,3 +258,21 @@ def test_llama3_rope_needs_its_fields():
     bad = dict(LLAMA3, model_type="llama", rope_parameters={"rope_type": "llama3", "factor": 8.0})
     with pytest.raises(UnsupportedModelError, match="low_freq_factor, high_freq_factor, original_max"):
         transformer_config_from_hf(bad, transformer_impl="local")
+
+
+def test_quickstart_gemma3_m0_is_a_supported_gemma3():
+    """`wmss quickstart --arch gemma3`'s M0 config: windowed layers with one global, accepted by the builder."""
+    from megatron_wmss.quickstart.base_model import BaseModelConfig, gemma3_config
+
+    class Tokenizer:
+        def __len__(self):
+            return 1000
+
+        def convert_tokens_to_ids(self, token):
+            return {"<|im_end|>": 3, "<|endoftext|>": 0}[token]
+
+    cfg = BaseModelConfig()
+    hf = gemma3_config(Tokenizer(), cfg).to_dict()
+    assert hf["model_type"] == "gemma3_text" and hf["sliding_window"] < cfg.seq_length
+    tcfg, arch = transformer_config_from_hf(hf, transformer_impl="local")
+    assert tcfg.window_attn_skip_freq == [1] * (cfg.num_layers - 1) + [0] and arch.tie_word_embeddings
