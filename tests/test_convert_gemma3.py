@@ -276,3 +276,31 @@ def test_quickstart_gemma3_m0_is_a_supported_gemma3():
     assert hf["model_type"] == "gemma3_text" and hf["sliding_window"] < cfg.seq_length
     tcfg, arch = transformer_config_from_hf(hf, transformer_impl="local")
     assert tcfg.window_attn_skip_freq == [1] * (cfg.num_layers - 1) + [0] and arch.tie_word_embeddings
+
+
+def test_text_decoder_of_a_multimodal_gemma3(tmp_path):
+    """A (tiny) multimodal Gemma-3 checkpoint -> its text decoder: same text logits, and `wmss convert`
+    accepts it; a text model given as the source is refused by name."""
+    from transformers import AutoModelForCausalLM, Gemma3Config, Gemma3ForConditionalGeneration
+
+    from megatron_wmss.convert import ConversionError
+    from megatron_wmss.convert.gemma3_text import extract_text_model
+    from megatron_wmss.convert.hf_to_megatron import validate_hf_checkpoint
+
+    text = {k: v for k, v in GEMMA.items() if k != "rope_parameters"}
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14)
+    torch.manual_seed(0)
+    full = Gemma3ForConditionalGeneration(Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4))
+    full.save_pretrained(tmp_path / "mm")
+    (tmp_path / "mm" / "tokenizer_config.json").write_text("{}")
+    extract_text_model(tmp_path / "mm", tmp_path / "text")
+    tokens = torch.randint(0, VOCAB, (1, SEQ))
+    with torch.no_grad():
+        want = full.eval()(input_ids=tokens).logits
+        got = AutoModelForCausalLM.from_pretrained(tmp_path / "text").eval()(tokens).logits
+    assert torch.equal(got, want)
+    hf, _ = validate_hf_checkpoint(tmp_path / "text", tp=2, pp=2)
+    assert hf["model_type"] == "gemma3_text" and (tmp_path / "text" / "tokenizer_config.json").is_file()
+    with pytest.raises(ConversionError, match="already a text model"):
+        extract_text_model(tmp_path / "text", tmp_path / "again")
