@@ -1,4 +1,5 @@
-"""HF `config.json` (Qwen2/2.5, Qwen3, Llama incl. Llama-3.1 RoPE scaling, Gemma-3 text) -> megatron TransformerConfig + layer spec -> GPTModel.
+"""HF `config.json` (Qwen2/2.5, Qwen3, Llama incl. Llama-3.1 RoPE scaling, Gemma-3 text: models/gemma3.py)
+-> megatron TransformerConfig + layer spec -> GPTModel.
 
 The Transformer Engine spec is used when TE imports on a CUDA machine (required for FP8), the
 megatron-core local spec otherwise. The vocabulary is padded to a multiple of
