@@ -155,7 +155,7 @@ def _module_classes():
             output, bias = super().forward(hidden_states, attention_mask, *args, rotary_pos_emb=rotary_pos_emb,
                                            **kwargs)
             if bias is not None:
-                output, bias = output + bias, None
+                output = output + bias
             return self.post_layernorm(output), None
 
     class Gemma3MLP(MLP):
