@@ -90,10 +90,15 @@ def test_pp_not_dividing_layers(hf, tmp_path, capsys):
     assert "pipeline parallel size 3 does not divide num_hidden_layers=2" in err
 
 
-@pytest.mark.parametrize("rope_type", ["yarn", "llama3", "linear"])
+@pytest.mark.parametrize("rope_type", ["yarn", "longrope"])
 def test_unimplemented_rope_scaling(hf, tmp_path, capsys, rope_type):
     edit_config(hf, rope_parameters={"rope_type": rope_type, "rope_theta": 10000.0, "factor": 4.0})
     assert f"rope scaling type '{rope_type}'" in convert_fails(capsys, tmp_path, hf)
+
+
+def test_llama3_rope_scaling_without_its_fields(hf, tmp_path, capsys):
+    edit_config(hf, rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 4.0})
+    assert "rope_type 'llama3' needs low_freq_factor" in convert_fails(capsys, tmp_path, hf)
 
 
 def test_legacy_rope_scaling_field(hf, tmp_path, capsys):

@@ -104,6 +104,22 @@ def _causal_mask_on_cpu():
     fused_softmax.get_default_causal_mask = get_default_causal_mask
 
 
+def _sliding_window_mask_on_cpu():
+    """transformer.utils.get_sliding_window_causal_mask (window attention on the local path, used by
+    Gemma-3) builds the mask on cuda; same mask on cpu."""
+    from megatron.core.fusions import fused_softmax
+    from megatron.core.transformer import utils as transformer_utils
+
+    @functools.lru_cache(maxsize=8)
+    def get_sliding_window_causal_mask(sq: int, skv: int, window_size: tuple) -> torch.Tensor:
+        ones = torch.ones(sq, skv, dtype=torch.bool)
+        allowed = torch.tril(torch.triu(ones, diagonal=skv - sq - window_size[0]), diagonal=skv - sq + window_size[1])
+        return ~allowed
+
+    transformer_utils.get_sliding_window_causal_mask = get_sliding_window_causal_mask
+    fused_softmax.get_sliding_window_causal_mask = get_sliding_window_causal_mask
+
+
 def _cuda_device_queries():
     """torch.cuda.current_device (~170 `device=torch.cuda.current_device()` sites: TP gathers, layers,
     DDP buffers), synchronize (timers, p2p), current_stream/default_stream (DDP start_grad_sync)."""
@@ -173,6 +189,7 @@ PATCHES = {
     "rng": _cpu_rng_tracker,
     "memory_buffer": _global_memory_buffer_on_cpu,
     "causal_mask": _causal_mask_on_cpu,
+    "sliding_window_mask": _sliding_window_mask_on_cpu,
     "cuda_queries": _cuda_device_queries,
     "module_factories": _module_torch_factories,
     "tensor_cuda": _tensor_cuda_identity,

@@ -16,8 +16,8 @@ DTYPE_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 def build_parser(prog: str = "wmss convert") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Convert checkpoints between HF and megatron "
-                                     "(Qwen2/2.5, Qwen3, Llama), and GGUF files to HF. Output directories "
-                                     "are written atomically.")
+                                     "(Qwen2/2.5, Qwen3, Llama, Gemma-3 text), and GGUF files to HF. "
+                                     "Output directories are written atomically.")
     sub = parser.add_subparsers(dest="direction", required=True)
 
     to_mc = sub.add_parser("hf-to-megatron", help="HF directory -> megatron dist checkpoint (any TP/PP)")

@@ -1,4 +1,5 @@
-"""Name and layout maps between HF (Qwen2/2.5, Qwen3, Llama) and megatron GPTModel state dicts.
+"""Name and layout maps between HF (Qwen2/2.5, Qwen3, Llama; Gemma-3 in gemma3_maps.py) and megatron
+GPTModel state dicts.
 
 One `TensorMap` per megatron tensor: the HF tensors it is made of and how ("copy", "qkv", "gate_up",
 "vocab"). The megatron side is the TP=1/PP=1 local-spec GPTModel; megatron dist checkpointing reshards
@@ -19,6 +20,9 @@ from dataclasses import dataclass
 import torch
 
 from megatron_wmss.models.build import UnsupportedModelError
+
+
+GEMMA3 = "gemma3_text"
 
 
 class ConversionError(ValueError):
@@ -78,6 +82,10 @@ def has_qkv_bias(hf: dict) -> bool:
 
 def build_maps(hf: dict) -> list[TensorMap]:
     """Every megatron tensor of the model described by HF config `hf`, with its HF sources."""
+    if hf["model_type"] == GEMMA3:
+        from megatron_wmss.convert import gemma3_maps
+
+        return gemma3_maps.build_maps(hf)
     maps = [TensorMap("embedding.word_embeddings.weight", ("model.embed_tokens.weight",), "vocab")]
     qkv_bias = has_qkv_bias(hf)
     for i in range(hf["num_hidden_layers"]):
@@ -100,7 +108,7 @@ def build_maps(hf: dict) -> list[TensorMap]:
             maps += [TensorMap(m + "self_attention.q_layernorm.weight", (attn + "q_norm.weight",), "copy"),
                      TensorMap(m + "self_attention.k_layernorm.weight", (attn + "k_norm.weight",), "copy")]
     maps.append(TensorMap("decoder.final_layernorm.weight", ("model.norm.weight",), "copy"))
-    if not hf.get("tie_word_embeddings", False):
+    if not tied(hf):
         maps.append(TensorMap("output_layer.weight", ("lm_head.weight",), "vocab"))
     return maps
 
@@ -109,7 +117,12 @@ def ignorable_hf_tensor(name: str, hf: dict) -> bool:
     """HF tensors that carry nothing the model uses: rotary caches, and lm_head when it is tied."""
     if name.endswith("rotary_emb.inv_freq"):
         return True
-    return name == "lm_head.weight" and bool(hf.get("tie_word_embeddings", False))
+    return name == "lm_head.weight" and tied(hf)
+
+
+def tied(hf: dict) -> bool:
+    """Whether the output layer is the embedding (HF's default: untied, except Gemma-3)."""
+    return bool(hf.get("tie_word_embeddings", hf["model_type"] == GEMMA3))
 
 
 def expected_hf_shapes(hf: dict) -> dict[str, tuple[int, ...]]:

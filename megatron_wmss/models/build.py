@@ -1,4 +1,5 @@
-"""HF `config.json` (Qwen2/2.5, Qwen3, Llama) -> megatron TransformerConfig + layer spec -> GPTModel.
+"""HF `config.json` (Qwen2/2.5, Qwen3, Llama incl. Llama-3.1 RoPE scaling, Gemma-3 text: models/gemma3.py)
+-> megatron TransformerConfig + layer spec -> GPTModel.
 
 The Transformer Engine spec is used when TE imports on a CUDA machine (required for FP8), the
 megatron-core local spec otherwise. The vocabulary is padded to a multiple of
@@ -21,8 +22,10 @@ import torch.nn.functional as F
 from megatron_wmss.compat import optional
 from megatron_wmss.config import ConfigError
 from megatron_wmss.distributed import compute_device
+from megatron_wmss.models import gemma3, rope
+from megatron_wmss.models.rope import RopeSpec
 
-SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")
+SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama", gemma3.MODEL_TYPE)
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -43,6 +46,8 @@ class ArchInfo:
     qk_layernorm: bool
     add_qkv_bias: bool
     transformer_impl: str  # "transformer_engine" or "local"
+    rope: RopeSpec | None = None  # the model's (Gemma-3: the global layers') rotary embedding
+    local_rope: RopeSpec | None = None  # Gemma-3's sliding-window layers
 
 
 def load_hf_config(source: str | Path | dict) -> dict:
@@ -63,23 +68,29 @@ def padded_vocab_size(vocab_size: int, divisible_by: int, tp: int) -> int:
     return int(math.ceil(vocab_size / multiple) * multiple)
 
 
-def _rope_theta(hf: dict) -> float:
-    params = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling") or {}
-    rope_type = params.get("rope_type") or scaling.get("rope_type") or scaling.get("type") or "default"
-    if rope_type != "default":
-        raise UnsupportedModelError(
-            f"rope scaling type '{rope_type}' (config rope_scaling/rope_parameters) is not implemented; "
-            "only unscaled RoPE is supported")
-    return float(params.get("rope_theta", hf.get("rope_theta", 10000.0)))
+def _ropes(hf: dict) -> tuple[RopeSpec, RopeSpec | None]:
+    """(model rope, Gemma-3 local rope or None); unsupported settings raise naming the field."""
+    try:
+        if hf["model_type"] == gemma3.MODEL_TYPE:
+            return gemma3.ropes(hf)
+        return rope.rope_from_hf(hf), None
+    except rope.RopeError as err:
+        raise UnsupportedModelError(str(err)) from None
 
 
 def _check_supported(hf: dict, tp: int) -> None:
     model_type = hf.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedModelError(
-            f"model_type '{model_type}' is not supported (supported: {', '.join(SUPPORTED_MODEL_TYPES)})")
-    if hf.get("hidden_act", "silu") != "silu":
+        hint = (" (a multimodal Gemma-3 checkpoint: convert its text decoder, model_type 'gemma3_text')"
+                if model_type == "gemma3" else "")
+        raise UnsupportedModelError(f"model_type '{model_type}' is not supported "
+                                    f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)}){hint}")
+    if model_type == gemma3.MODEL_TYPE:
+        try:
+            gemma3.check(hf)
+        except ValueError as err:
+            raise UnsupportedModelError(str(err)) from None
+    elif hf.get("hidden_act", "silu") != "silu":
         raise UnsupportedModelError(f"hidden_act '{hf['hidden_act']}' is not supported (only silu)")
     if hf.get("mlp_bias"):
         raise UnsupportedModelError("mlp_bias=true is not supported")
@@ -137,7 +148,7 @@ def transformer_config_from_hf(hf_source: str | Path | dict, *, tp: int = 1, pp:
     heads = hf["num_attention_heads"]
     model_type = hf["model_type"]
     add_qkv_bias = model_type == "qwen2" or bool(hf.get("attention_bias", False))
-    qk_layernorm = model_type == "qwen3"
+    qk_layernorm = model_type in ("qwen3", gemma3.MODEL_TYPE)
     kwargs = dict(
         num_layers=hf["num_hidden_layers"], hidden_size=hf["hidden_size"], num_attention_heads=heads,
         num_query_groups=hf.get("num_key_value_heads") or heads, ffn_hidden_size=hf["intermediate_size"],
@@ -157,24 +168,31 @@ def transformer_config_from_hf(hf_source: str | Path | dict, *, tp: int = 1, pp:
         recompute_method="uniform" if recompute_granularity == "full" else None,
         recompute_num_layers=1 if recompute_granularity == "full" else None,
     )
+    if model_type == gemma3.MODEL_TYPE:
+        kwargs.update(gemma3.config_kwargs(hf, impl))
     if fp8 is not None:
         kwargs.update(fp8=fp8, fp8_recipe=fp8_recipe, fp8_margin=fp8_margin,
                       fp8_amax_history_len=fp8_amax_history_len, fp8_amax_compute_algo=fp8_amax_compute_algo)
     kwargs.update(overrides)
     tcfg = TransformerConfig(**kwargs)
+    model_rope, local_rope = _ropes(hf)
     arch = ArchInfo(
         model_type=model_type, vocab_size=hf["vocab_size"],
         padded_vocab_size=padded_vocab_size(hf["vocab_size"], make_vocab_size_divisible_by, tp),
-        max_position_embeddings=hf.get("max_position_embeddings", 4096), rotary_base=_rope_theta(hf),
-        tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)), qk_layernorm=qk_layernorm,
-        add_qkv_bias=add_qkv_bias, transformer_impl=impl)
+        max_position_embeddings=hf.get("max_position_embeddings", 4096), rotary_base=model_rope.theta,
+        tie_word_embeddings=bool(hf.get("tie_word_embeddings", model_type == gemma3.MODEL_TYPE)),
+        qk_layernorm=qk_layernorm,
+        add_qkv_bias=add_qkv_bias, transformer_impl=impl, rope=model_rope, local_rope=local_rope)
     return tcfg, arch
 
 
-def layer_spec(arch: ArchInfo):
-    """The megatron layer spec for this architecture and implementation."""
+def layer_spec(arch: ArchInfo, tcfg=None, vp_stage: int | None = None):
+    """The megatron layer spec (Gemma-3: the decoder block spec of this stage, which needs `tcfg`)
+    for this architecture and implementation."""
     from megatron.core.models.gpt import gpt_layer_specs
 
+    if arch.model_type == gemma3.MODEL_TYPE:
+        return gemma3.block_spec(tcfg, arch.transformer_impl, arch.local_rope, vp_stage=vp_stage)
     if arch.transformer_impl == "transformer_engine":
         return gpt_layer_specs.get_gpt_layer_with_transformer_engine_spec(qk_layernorm=arch.qk_layernorm)
     return gpt_layer_specs.get_gpt_layer_local_spec(qk_layernorm=arch.qk_layernorm, normalization="RMSNorm")
@@ -216,12 +234,15 @@ def build_gpt_model(tcfg, arch: ArchInfo, *, pre_process: bool | None = None, po
         pre_process = parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage)
     if post_process is None:
         post_process = parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage)
-    theta = arch.rotary_base
+    model_rope = arch.rope or RopeSpec(theta=arch.rotary_base)
     model = GPTModel(
-        config=tcfg, transformer_layer_spec=layer_spec(arch), vocab_size=arch.padded_vocab_size,
+        config=tcfg, transformer_layer_spec=layer_spec(arch, tcfg, vp_stage), vocab_size=arch.padded_vocab_size,
         max_sequence_length=arch.max_position_embeddings, pre_process=pre_process, post_process=post_process,
         share_embeddings_and_output_weights=arch.tie_word_embeddings, position_embedding_type="rope",
-        rotary_percent=1.0, rotary_base=int(theta) if float(theta).is_integer() else theta, vp_stage=vp_stage)
+        rotary_percent=1.0, vp_stage=vp_stage, **rope.gpt_model_kwargs(model_rope))
+    rope.apply(model.rotary_pos_emb, model_rope)
+    if arch.model_type == gemma3.MODEL_TYPE:
+        gemma3.scale_embeddings(model, tcfg.hidden_size)
     model.unpadded_vocab_size = arch.vocab_size  # losses leave the padding rows out of the softmax
     # Every parameter in params_dtype, as megatron's Float16Module would leave it: torch's RMSNorm (the
     # local spec's norm without TE) creates its weight in fp32, and megatron's non-distributed

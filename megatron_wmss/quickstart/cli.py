@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1234, help="task, tokenizer, M0 and training seed")
     p.add_argument("--tp", type=int, default=1, help="tensor parallel size of `wmss run` (CPU processes)")
     p.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="recipe for both `wmss run` calls")
+    p.add_argument("--arch", choices=("qwen3", "gemma3"), default="qwen3",
+                   help="M0's architecture: tiny Qwen3, or tiny Gemma-3 text (sliding-window + global layers)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.OPTION=VALUE",
                    help="extra recipe override for both runs (repeatable)")
     g = p.add_argument_group("size (the defaults take ~4.5 minutes on 2 idle CPU cores)")
@@ -221,7 +223,7 @@ def step_tokenizer(out: Path, vocab_size: int) -> float | None:
     return time.monotonic() - t
 
 
-def step_base_model(out: Path, model_cfg) -> float | None:
+def step_base_model(out: Path, model_cfg, arch: str = "qwen3") -> float | None:
     from megatron_wmss.quickstart.base_model import pretrain
     from megatron_wmss.quickstart.task import read_pretrain_docs
 
@@ -229,7 +231,7 @@ def step_base_model(out: Path, model_cfg) -> float | None:
         return None
     t = time.monotonic()
     docs = read_pretrain_docs(out / "task")
-    pretrain(out / "base_model", out / "tokenizer", docs, model_cfg, log=_say)
+    pretrain(out / "base_model", out / "tokenizer", docs, model_cfg, log=_say, arch=arch)
     _say(f"M0 saved -> {out / 'base_model'}")
     return time.monotonic() - t
 
@@ -453,12 +455,14 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"task": asdict(task_cfg), "base_model": asdict(model_cfg), "pretrain_docs": args.pretrain_docs,
                 "vocab_size": args.vocab_size, "tp": args.tp, "recipe": Path(args.recipe).read_text(),
                 "overrides": args.set, "max_seq_length": max_len, "max_new_tokens": args.max_new_tokens}
+    if args.arch != "qwen3":  # recorded only when not the default, so default runs' settings stay as before
+        settings["arch"] = args.arch
     state = State(out, settings)
     t0 = time.monotonic()
     _say(f"run directory {out} (seed {args.seed}, tp {args.tp})")
     state.record("task", step_task(out, task_cfg, args.pretrain_docs))
     state.record("tokenizer", step_tokenizer(out, args.vocab_size))
-    state.record("M0 pre-training (plain task text)", step_base_model(out, model_cfg))
+    state.record("M0 pre-training (plain task text)", step_base_model(out, model_cfg, args.arch))
     state.record("wmss preprocess", step_preprocess(out, max_len))
     step_runs(args, out, state)
     state.record("M1 export to HF", step_export_m1(out))

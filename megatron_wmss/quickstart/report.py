@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+ARCH_LABELS = {"qwen3": "Qwen3", "gemma3": "Gemma-3 (text)"}  # quickstart --arch -> report wording
+
 
 def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
@@ -173,7 +175,8 @@ def markdown_report(res: dict, table: str, png_name: str) -> str:
         "(AM-schema chat rows, `task/`), answers graded with math-verify (`wmss eval --benchmark-file`).",
         f"* Tokenizer: byte-level BPE trained on the task text, {res['vocab_size']} tokens, ChatML template "
         "(`tokenizer/`).",
-        f"* M0: Qwen3 architecture, {res['m0']['parameters'] / 1e6:.2f}M parameters, pre-trained "
+        f"* M0: {ARCH_LABELS[res['settings'].get('arch', 'qwen3')]} architecture, "
+        f"{res['m0']['parameters'] / 1e6:.2f}M parameters, pre-trained "
         f"{res['m0']['steps']} steps on plain task text without the chat format (`base_model/`).",
         "* Then the production path: `wmss preprocess` -> `wmss run` (HF -> megatron conversion, Phase 1 SFT, "
         "WD-DS, WD-JT, export to HF) and `wmss run --baseline sft` -> `wmss eval` on both exported models.",

@@ -1,0 +1,118 @@
+"""WD-JT trains a Gemma-3 pair (sliding window 4 < sequence 12, sandwich norms, tied embeddings) at TP=2 and
+PP=2 to the same losses and parameters as one process (3 steps, as tests/test_training_parallel.py does
+for Qwen3), and the (1 + w) norms, q/k norms and post norms all learn."""
+
+from pathlib import Path
+
+import pytest
+
+from megatron_wmss.testing import run_ranks
+from tests.training_helpers import SEQ, ToySFTDataset, make_config, read_metrics
+
+LR = 1e-3  # training_helpers.make_config
+TINY_GEMMA3 = dict(model_type="gemma3_text", vocab_size=90, hidden_size=32, intermediate_size=64,
+                   num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                   query_pre_attn_scalar=8, sliding_window=4, tie_word_embeddings=True,
+                   layer_types=["sliding_attention", "full_attention"] * 2, max_position_embeddings=64,
+                   rms_norm_eps=1e-6, hidden_activation="gelu_pytorch_tanh",
+                   rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
+                                    "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
+assert TINY_GEMMA3["sliding_window"] < SEQ
+RUNS = {1: {"ref": {}}, 2: {"tp2": dict(tp=2), "pp2": dict(pp=2)}}
+
+
+def init_rank(workdir):
+    """Two different starting models ('strong', 'weak'), saved with their HF config."""
+    import torch
+
+    from megatron_wmss import distributed
+    from megatron_wmss.checkpoint import save_model, write_model_metadata
+    from megatron_wmss.models.build import build_gpt_model, transformer_config_from_hf
+
+    distributed.initialize(seed=1)
+    tcfg, arch = transformer_config_from_hf(TINY_GEMMA3, make_vocab_size_divisible_by=8)
+    for name, seed in (("strong", 11), ("weak", 22)):
+        torch.manual_seed(seed)
+        model = build_gpt_model(tcfg, arch)
+        save_model(model, Path(workdir) / name)
+        write_model_metadata(Path(workdir) / name, TINY_GEMMA3, None)
+    distributed.destroy()
+
+
+def train_rank(workdir, runs: dict):
+    """Train WD-JT for 3 steps per run (name -> {tp, pp}) and export both branches under <run>/export."""
+    from megatron.core import parallel_state
+
+    from megatron_wmss import distributed
+    from megatron_wmss.training.export import export_branches
+    from megatron_wmss.training.loop import train
+
+    for name, layout in runs.items():
+        tp, pp = layout.get("tp", 1), layout.get("pp", 1)
+        run_dir = Path(workdir) / name
+        cfg = make_config(run_dir, "wmss", tp, pp)
+        distributed.initialize(tp=tp, pp=pp, seed=cfg.training.seed)
+        result = train(cfg, dataset=ToySFTDataset(), hf_config=TINY_GEMMA3, run_dir=run_dir,
+                       init={"strong": f"{workdir}/strong", "weak": f"{workdir}/weak"})
+        export_branches(result.model, run_dir / "export", TINY_GEMMA3, None)
+        parallel_state.destroy_model_parallel()
+    distributed.destroy()
+
+
+def load_rank(paths):
+    """{path: {parameter name: tensor}} of exported checkpoints, loaded at TP=1/PP=1."""
+    from megatron_wmss import distributed
+    from megatron_wmss.checkpoint import load_model
+    from megatron_wmss.models.build import build_gpt_model, transformer_config_from_hf
+
+    distributed.initialize(seed=1)
+    tcfg, arch = transformer_config_from_hf(TINY_GEMMA3, make_vocab_size_divisible_by=8)
+    out = {}
+    for path in paths:
+        model = build_gpt_model(tcfg, arch)
+        load_model(model, path)
+        out[path] = {n: p.detach().clone() for n, p in model.named_parameters()}
+    distributed.destroy()
+    return out
+
+
+def init_and_train_rank(workdir, runs: dict):
+    """init_rank then train_rank in one process (process launches are the slow part on CPU)."""
+    init_rank(workdir)
+    train_rank(workdir, runs)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gemma3_training")
+    run_ranks(init_and_train_rank, 1, str(path), RUNS[1])
+    run_ranks(train_rank, 2, str(path), RUNS[2], timeout_s=600)
+    return path
+
+
+@pytest.fixture(scope="module")
+def params(workdir):
+    paths = [str(workdir / d) for d in ("strong", "weak")]
+    paths += [str(workdir / run / "export" / b) for runs in RUNS.values() for run in runs for b in ("strong", "weak")]
+    return run_ranks(load_rank, 1, paths)[0]
+
+
+@pytest.mark.parametrize("layout", list(RUNS[2]))
+def test_wdjt_gemma3_parallel_matches_single_process(workdir, params, layout):
+    losses = [m["loss"] for m in read_metrics(workdir / layout)]
+    assert losses == pytest.approx([m["loss"] for m in read_metrics(workdir / "ref")], rel=1e-6)
+    for branch in ("strong", "weak"):
+        want = params[str(workdir / "ref" / "export" / branch)]
+        got = params[str(workdir / layout / "export" / branch)]
+        assert got.keys() == want.keys()
+        for name, ref in want.items():
+            diff = (got[name] - ref).abs().max().item()
+            assert diff <= 1e-2 * LR, f"{layout} {branch} {name}: max |difference| {diff:.2e}"
+
+
+def test_every_gemma3_parameter_learns(workdir, params):
+    for branch in ("strong", "weak"):
+        before, after = params[str(workdir / branch)], params[str(workdir / "ref" / "export" / branch)]
+        unchanged = [n for n in before if after[n].equal(before[n])]
+        assert not unchanged, f"{branch}: parameters not updated: {unchanged}"
+        assert any("post_layernorm" in n for n in before) and any("q_layernorm" in n for n in before)
