@@ -73,6 +73,11 @@ def compute_device() -> torch.device:
     return torch.device("cpu")
 
 
+def batch_to_device(batch: dict) -> dict:
+    """A micro-batch dict with its tensors moved to `compute_device()` (other values as they are)."""
+    return {k: v.to(compute_device(), non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
 def check_layout(world_size: int, tp: int, pp: int, cp: int = 1) -> int:
     """Return the data-parallel size, or raise ConfigError naming the option that does not fit."""
     for name, value in (("parallel.tp", tp), ("parallel.pp", pp), ("parallel.cp", cp)):
