@@ -127,8 +127,8 @@ def check_te_layer_spec(fp8: str | None):
 
 def check_tiny_setup(work: Path):
     def run() -> dict:
-        from megatron_wmss.data.preprocess import main as preprocess
-        from megatron_wmss.quickstart import cli as quickstart
+        from megatron_wmss.commands.preprocess import main as preprocess
+        from megatron_wmss.quickstart import steps as quickstart
         from megatron_wmss.quickstart.base_model import BaseModelConfig
         from megatron_wmss.quickstart.task import TaskConfig
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from megatron_wmss.quickstart import main
+from megatron_wmss.commands.quickstart import main
 from megatron_wmss.quickstart.task import SYSTEM_PROMPT, TaskConfig, generate_splits, pretrain_corpus, write_task
 
 REDUCED = ["--seed", "7", "--num-train", "48", "--num-test", "12", "--pretrain-docs", "400",
