@@ -10,19 +10,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from megatron.core.utils import unwrap_model
 
 # Files copied through unchanged between HF directories and our checkpoints (tokenizer, chat template,
 # generation defaults).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.model",
                    "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
                    "generation_config.json")
-
-
-def unwrap_model(model):
-    """The module inside megatron DDP / Float16Module wrappers (a GPTModel or a WeakStrongPair)."""
-    while hasattr(model, "module"):
-        model = model.module
-    return model
 
 
 def save_model(model, directory: str | Path) -> None:

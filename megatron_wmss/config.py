@@ -18,8 +18,7 @@ import yaml
 from megatron_wmss.eval.benchmarks import resolve_names as resolve_benchmark_names
 
 
-class ConfigError(ValueError):
-    """A recipe or override is invalid; the message names the option."""
+from megatron_wmss.errors import ConfigError
 
 
 @dataclass

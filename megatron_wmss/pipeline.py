@@ -60,14 +60,13 @@ def _log(message: str) -> None:
 
 def _train_phase(cfg, *, dataset, hf_config, tokenizer_dir, init, run_dir: Path, name: str) -> dict:
     """Train one phase (resumable) and export its branches to <run_dir>/export/."""
-    from megatron_wmss.training.export import export_branches
     from megatron_wmss.training.loop import train
 
     if not _done(run_dir):
         _log(f"{name}: training in {run_dir}")
         result = train(cfg, dataset=dataset, hf_config=hf_config, init=init, run_dir=run_dir, name=name,
                        tokenizer_dir=tokenizer_dir)
-        export_branches(result.model, run_dir / "export", hf_config, tokenizer_dir)
+        result.export(run_dir / "export", hf_config, tokenizer_dir)
         _mark_done(run_dir)
     return {branch.name: branch for branch in (run_dir / "export").iterdir() if branch.is_dir()}
 
