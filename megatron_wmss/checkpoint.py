@@ -130,7 +130,7 @@ def grads_to_params(model) -> None:
 def resolve_architecture(init: dict, hf_path: str) -> tuple[dict, Path | None]:
     """(HF config dict, tokenizer dir) of a run: from the first starting checkpoint's metadata (`init`
     maps branch -> checkpoint dir or None), else from the HF directory `hf_path` (model.hf_path)."""
-    from megatron_wmss.config import ConfigError
+    from megatron_wmss.errors import ConfigError
     from megatron_wmss.models.build import load_hf_config
 
     for path in init.values():

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 3
         raise
-    from megatron_wmss.config import ConfigError
+    from megatron_wmss.errors import ConfigError
 
     try:
         return int(module.main(rest) or 0)

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_wmss.compat import cpu as cpu_compat
-from megatron_wmss.config import ConfigError
+from megatron_wmss.errors import ConfigError
 
 
 @dataclass(frozen=True)

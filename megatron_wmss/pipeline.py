@@ -14,10 +14,60 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.distributed as dist
+
+from megatron_wmss.errors import ConfigError
+
+
+@dataclass
+class PipelineConfig:
+    """Algorithm 1's schedule (recipe section `wmss`): K, the phases' budgets and the first weak model."""
+
+    iterations: int = 1  # K in Algorithm 1
+    sft_epochs: float = 1.0  # Phase 1
+    # Budgets in optimizer steps (null = the paper's epoch rule: Phase 1 = sft_epochs of D, each WD-JT
+    # iteration = 1 epoch of D_active, the SFT baseline = sft_epochs + K epochs of D)
+    sft_steps: Optional[int] = None
+    wdjt_steps: Optional[int] = None  # per WD-JT iteration
+    baseline_steps: Optional[int] = None
+    step_matched: bool = False  # baseline steps = Phase-1 steps + all WD-JT steps
+    # weak model of the first WD-DS / WD-JT iteration: "m0" (Algorithm 1) or "phase1_step:N" (the Phase-1
+    # checkpoint after N steps, as in the paper's entropy-separation study, App. B.5)
+    weak: str = "m0"
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        if self.iterations < 1:
+            raise ConfigError("wmss.iterations: K must be >= 1")
+        if not self.sft_epochs > 0:
+            raise ConfigError("wmss.sft_epochs: must be > 0")
+        for name in ("sft_steps", "wdjt_steps", "baseline_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"wmss.{name}: must be >= 1 (or null)")
+        if self.step_matched and self.baseline_steps:
+            raise ConfigError("wmss.step_matched: step_matched derives the baseline's steps; unset "
+                              "wmss.baseline_steps (or step_matched=false)")
+        try:
+            weak_step(self.weak)
+        except ValueError as err:
+            raise ConfigError(f"wmss.weak: {err}") from None
+
+
+def weak_step(spec: str) -> int | None:
+    """`wmss.weak` -> None for "m0", N for "phase1_step:N"; ValueError otherwise."""
+    if spec == "m0":
+        return None
+    head, _, number = str(spec).partition(":")
+    if head == "phase1_step" and number.isdigit() and int(number) >= 1:
+        return int(number)
+    raise ValueError(f"expected m0 or phase1_step:N with N >= 1, got {spec!r}")
 
 
 def _done(path: Path) -> bool:
@@ -132,7 +182,6 @@ def run_pipeline(cfg, *, baseline: str | None = None) -> Path:
     """Run (or resume) Algorithm 1 or the SFT baseline; return the final model checkpoint."""
     from megatron_wmss import budget
     from megatron_wmss.checkpoint import read_model_metadata
-    from megatron_wmss.config import weak_step
     from megatron_wmss.selection.run import run_selection
     from megatron_wmss.data import open_sft_dataset
     from megatron_wmss.training.batches import ActiveSubset

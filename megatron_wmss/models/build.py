@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from megatron_wmss.compat import optional
-from megatron_wmss.config import ConfigError
+from megatron_wmss.errors import ConfigError
 from megatron_wmss.distributed import compute_device
 
 SUPPORTED_MODEL_TYPES = ("qwen2", "qwen3", "llama")

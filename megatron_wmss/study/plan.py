@@ -70,7 +70,7 @@ class StudyPlan:
         return self.m1 or self.phase1 / "export" / "model"
 
     def weak_checkpoint(self) -> Path:
-        from megatron_wmss.config import weak_step
+        from megatron_wmss.pipeline import weak_step
         from megatron_wmss.training.loop import snapshot_dir
 
         if self.weak_model:
@@ -117,7 +117,7 @@ class StudyPlan:
         return [] if lr is None else [f"training.lr={lr!r}", f"training.min_lr={min(lr, self.cfg.training.min_lr)!r}"]
 
     def phase1_export_steps(self) -> list[int]:
-        from megatron_wmss.config import weak_step
+        from megatron_wmss.pipeline import weak_step
 
         steps = set(self.cfg.study.curve_steps)
         if weak_step(self.cfg.wmss.weak) is not None and not self.weak_model:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from megatron.core.utils import unwrap_model
-
 from megatron_wmss.distributed import batch_to_device
 from megatron_wmss.errors import ConfigError
 from megatron_wmss.training.train_module import TrainModule, masked_labels, reduced
@@ -35,7 +33,7 @@ class WDJT(TrainModule):
 
     @classmethod
     def from_recipe(cls, cfg) -> "WDJT":
-        return cls(WDJTConfig(lam=cfg.wmss.lam, freeze_weak=cfg.wmss.freeze_weak))
+        return cls(cfg.wmss)  # the recipe's `wmss` section is a WDJTConfig (config.WmssConfig)
 
     def build_model(self, tcfg, arch, init: dict):
         from megatron_wmss.checkpoint import load_model
@@ -54,6 +52,8 @@ class WDJT(TrainModule):
         """Both branches on the same micro-batch; the loss is the CE of lam*z_strong + (1-lam)*z_weak
         (Eq. 5-6) from the final hidden states by the fused vocab-parallel kernel; strong-only and
         weak-only CE are logged as no-grad diagnostics."""
+        from megatron.core.utils import unwrap_model
+
         from megatron_wmss.losses import mixed_linear_cross_entropy
 
         batch = batch_to_device(next(data_iterator))
