@@ -127,8 +127,8 @@ def check_te_layer_spec(fp8: str | None):
 
 def check_tiny_setup(work: Path):
     def run() -> dict:
-        from megatron_wmss.data.preprocess import main as preprocess
-        from megatron_wmss.quickstart import cli as quickstart
+        from megatron_wmss.commands.preprocess import main as preprocess
+        from megatron_wmss.quickstart import steps as quickstart
         from megatron_wmss.quickstart.base_model import BaseModelConfig
         from megatron_wmss.quickstart.task import TaskConfig
 
@@ -248,7 +248,7 @@ def _throughput_rank(shape: dict, fp8: str | None, steps: int) -> dict:
     from megatron_wmss.config import load_config
     from megatron_wmss.training.batches import GlobalBatchSchedule
     from megatron_wmss.training.components import build_components
-    from megatron_wmss.training.objectives import forward_step_for
+    from megatron_wmss.training.train_module import train_module_for
     from step_time import RandomSFTData
 
     s = shape
@@ -264,8 +264,9 @@ def _throughput_rank(shape: dict, fp8: str | None, steps: int) -> dict:
     data = RandomSFTData(2, s["seq"], s["vocab"])
     schedule = GlobalBatchSchedule(data, global_batch_size=2, micro_batch_size=1, dp_size=1, dp_rank=0,
                                    train_iters=steps + 1)
-    parts = build_components(cfg, hf, {}, schedule.total_steps)
-    step_fn, forward_backward = forward_step_for("wmss", 0.5), get_forward_backward_func()
+    train_module = train_module_for(cfg)
+    parts = build_components(cfg, train_module, hf, {}, schedule.total_steps)
+    step_fn, forward_backward = train_module.forward_step, get_forward_backward_func()
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
     times = []
     for step in range(steps + 1):

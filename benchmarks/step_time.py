@@ -70,7 +70,7 @@ def measure(variant, args):
     from megatron_wmss.selection.scoring import _entropy_forward_step
     from megatron_wmss.training.batches import GlobalBatchSchedule
     from megatron_wmss.training.components import build_components
-    from megatron_wmss.training.objectives import forward_step_for
+    from megatron_wmss.training.train_module import train_module_for
 
     torch.set_num_threads(args.threads)
     hf = dict(model_type="qwen3", vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.ffn,
@@ -96,8 +96,9 @@ def measure(variant, args):
         model.eval()
         step_fn, forward_only, optimizer = _entropy_forward_step, True, None
     else:
-        parts = build_components(cfg, hf, {}, schedule.total_steps)
-        model, step_fn, forward_only = parts.model, forward_step_for(cfg.training.objective, 0.5), False
+        train_module = train_module_for(cfg)
+        parts = build_components(cfg, train_module, hf, {}, schedule.total_steps)
+        model, step_fn, forward_only = parts.model, train_module.forward_step, False
         optimizer = parts.optimizer
     times = []
     for step in range(args.steps + 1):

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from megatron.core.utils import unwrap_model
 
-
-def unwrap_model(model):
-    """The module inside megatron DDP / Float16Module wrappers (a GPTModel or a WeakStrongPair)."""
-    while hasattr(model, "module"):
-        model = model.module
-    return model
+# Files copied through unchanged between HF directories and our checkpoints (tokenizer, chat template,
+# generation defaults).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.model",
+                   "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+                   "generation_config.json")
 
 
 def save_model(model, directory: str | Path) -> None:
@@ -91,8 +91,6 @@ def write_model_metadata(directory: str | Path, hf_config: dict, tokenizer_dir: 
     import json
     import shutil
 
-    from megatron_wmss.convert.hf_io import TOKENIZER_FILES
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / HF_CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n")
@@ -127,3 +125,18 @@ def grads_to_params(model) -> None:
         if grad is None:
             grad = param.grad
         param.copy_(grad if grad is not None else torch.zeros_like(param))
+
+
+def resolve_architecture(init: dict, hf_path: str) -> tuple[dict, Path | None]:
+    """(HF config dict, tokenizer dir) of a run: from the first starting checkpoint's metadata (`init`
+    maps branch -> checkpoint dir or None), else from the HF directory `hf_path` (model.hf_path)."""
+    from megatron_wmss.errors import ConfigError
+    from megatron_wmss.models.build import load_hf_config
+
+    for path in init.values():
+        if path:
+            meta = read_model_metadata(path)
+            return meta["hf_config"], meta["tokenizer_dir"]
+    if not hf_path:
+        raise ConfigError("give --init-model/--init-strong or set model.hf_path")
+    return load_hf_config(hf_path), Path(hf_path)

@@ -5,24 +5,24 @@ from __future__ import annotations
 import importlib
 import sys
 
-# subcommand -> (module with `main(argv) -> int`, one-line help). Modules import lazily so that
-# `wmss --help` stays fast and a broken optional dependency only affects its own subcommand.
+# subcommand -> one-line help; `wmss NAME` runs megatron_wmss.commands.NAME.main(argv) -> int. Modules import
+# lazily so that `wmss --help` stays fast and a broken optional dependency only affects its own subcommand.
 SUBCOMMANDS = {
-    "preprocess": ("megatron_wmss.data.preprocess", "chat JSONL / parquet -> indexed .bin/.idx with loss masks"),
-    "convert": ("megatron_wmss.convert.cli", "HF <-> Megatron checkpoints (any TP/PP)"),
-    "train": ("megatron_wmss.train", "SFT or WD-JT training (launch with torchrun)"),
-    "select": ("megatron_wmss.selection_cli", "WD-DS scoring pass and active-set selection"),
-    "run": ("megatron_wmss.pipeline", "the whole of Algorithm 1 from a recipe"),
-    "eval": ("megatron_wmss.eval.cli", "math benchmarks: greedy pass@1 and pass@k"),
-    "study": ("megatron_wmss.study.cli", "WMSS vs SFT and controls at equal steps, several seeds, CIs"),
-    "quickstart": ("megatron_wmss.quickstart", "the whole pipeline on a small bundled task, on CPU"),
-    "smoke": ("megatron_wmss.smoke", "build a tiny model from a HF config and run one step on this machine"),
+    "preprocess": "chat JSONL / parquet -> indexed .bin/.idx with loss masks",
+    "convert": "HF <-> Megatron checkpoints (any TP/PP)",
+    "train": "SFT or WD-JT training (launch with torchrun)",
+    "select": "WD-DS scoring pass and active-set selection",
+    "run": "the whole of Algorithm 1 from a recipe",
+    "eval": "math benchmarks: greedy pass@1 and pass@k",
+    "study": "WMSS vs SFT and controls at equal steps, several seeds, CIs",
+    "quickstart": "the whole pipeline on a small bundled task, on CPU",
+    "smoke": "build a tiny model from a HF config and run one step on this machine",
 }
 
 
 def _usage() -> str:
     lines = ["usage: wmss <subcommand> [options]", "", "subcommands:"]
-    lines += [f"  {name:<11} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<11} {help_}" for name, help_ in SUBCOMMANDS.items()]
     lines += ["", "`wmss <subcommand> --help` for its options."]
     return "\n".join(lines)
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in SUBCOMMANDS:
         print(f"wmss: unknown subcommand '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
-    module_name, _ = SUBCOMMANDS[name]
+    module_name = f"megatron_wmss.commands.{name}"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 3
         raise
-    from megatron_wmss.config import ConfigError
+    from megatron_wmss.errors import ConfigError
 
     try:
         return int(module.main(rest) or 0)

@@ -15,11 +15,11 @@ from typing import Any, Optional, get_args, get_origin, get_type_hints
 
 import yaml
 
-from megatron_wmss.eval.benchmarks import resolve_names as resolve_benchmark_names
-
-
-class ConfigError(ValueError):
-    """A recipe or override is invalid; the message names the option."""
+from megatron_wmss.errors import ConfigError
+from megatron_wmss.eval.config import EvalConfig
+from megatron_wmss.pipeline import PipelineConfig
+from megatron_wmss.selection.config import SelectionConfig
+from megatron_wmss.training.wdjt import WDJTConfig
 
 
 @dataclass
@@ -82,26 +82,14 @@ class TrainingConfig:
 
 
 @dataclass
-class WmssConfig:
-    lam: float = 0.5  # Eq. 5 mixing weight of the strong logits
-    alpha: float = 0.1  # Eq. 9 weight of [-dH]_+
-    beta: float = 0.8  # Eq. 9 weight of H(strong)
-    gamma: float = 0.1  # Eq. 9 weight of [dH]_+
-    iterations: int = 1  # K in Algorithm 1
-    freeze_weak: bool = False  # paper Algorithm 1 trains both branches
-    selection_formula: str = "paper"  # "paper" (Eq. 9) or "reference" (public reference code)
-    dedupe: bool = True  # Section 4.2: duplicates removed from the drawn active set
-    num_draws: Optional[int] = None  # default |D|
-    sft_epochs: float = 1.0  # Phase 1
-    # Budgets in optimizer steps (null = the paper's epoch rule: Phase 1 = sft_epochs of D, each WD-JT
-    # iteration = 1 epoch of D_active, the SFT baseline = sft_epochs + K epochs of D)
-    sft_steps: Optional[int] = None
-    wdjt_steps: Optional[int] = None  # per WD-JT iteration
-    baseline_steps: Optional[int] = None
-    step_matched: bool = False  # baseline steps = Phase-1 steps + all WD-JT steps
-    # weak model of the first WD-DS / WD-JT iteration: "m0" (Algorithm 1) or "phase1_step:N" (the Phase-1
-    # checkpoint after N steps, as in the paper's entropy-separation study, App. B.5)
-    weak: str = "m0"
+class WmssConfig(PipelineConfig, SelectionConfig, WDJTConfig):
+    """Section `wmss`: the settings of WD-JT (training/wdjt.py: lam, freeze_weak), WD-DS
+    (selection/config.py: alpha, beta, gamma, selection_formula, dedupe, num_draws) and Algorithm 1's
+    schedule (pipeline.py: iterations, budgets, weak); each part validates itself."""
+
+    def validate(self) -> None:
+        for part in (WDJTConfig, SelectionConfig, PipelineConfig):
+            part.validate(self)
 
 
 @dataclass
@@ -116,22 +104,6 @@ class StudyConfig:
     benchmark_file: Optional[str] = None  # NAME=PATH for `wmss eval --benchmark-file`; null = eval.benchmarks
     curve_steps: list = field(default_factory=list)  # Phase-1 steps also evaluated (the plateau curve)
     heldout_data: Optional[str] = None  # preprocessed held-out prefix: held-out loss of every evaluated model
-
-
-@dataclass
-class EvalConfig:
-    enabled: bool = False  # `wmss run` evaluates the final model when true
-    benchmarks: list = field(default_factory=lambda: [
-        "math500", "gsm8k", "aime25", "amc23", "svamp", "mawps", "aqua"])
-    backend: str = "auto"  # auto = vllm on GPU, transformers on CPU
-    max_new_tokens: Optional[int] = None  # None = the paper's limits: 4096, 8192 for AIME25 / AMC23
-    num_samples: int = 1
-    temperature: float = 0.0
-    top_p: float = 0.95
-    pass_at_k: list = field(default_factory=lambda: [1])
-    limit: Optional[int] = None  # evaluate only the first N problems of each benchmark
-    batch_size: int = 8  # transformers backend: prompts generated together
-    grade_workers: Optional[int] = None  # math-verify grading processes (null = up to 8)
 
 
 @dataclass
@@ -277,50 +249,12 @@ def validate(cfg: Config) -> None:
     _check(t.log_interval >= 1, "training.log_interval", "must be >= 1")
     _check(t.save_interval >= 0, "training.save_interval", "must be >= 0")
     _check(t.keep_last >= 0, "training.keep_last", "must be >= 0 (0 keeps every checkpoint)")
-    _check(0.0 <= w.lam <= 1.0, "wmss.lam", f"lambda must be in [0, 1], got {w.lam}")
-    for name in ("alpha", "beta", "gamma"):
-        _check(getattr(w, name) >= 0, f"wmss.{name}", "must be >= 0")
-    _check(w.alpha + w.beta + w.gamma > 0, "wmss.alpha", "alpha + beta + gamma must be > 0")
-    _check(w.iterations >= 1, "wmss.iterations", "K must be >= 1")
-    _check(w.selection_formula in ("paper", "reference"), "wmss.selection_formula", "one of paper/reference")
-    _check(w.num_draws is None or w.num_draws >= 1, "wmss.num_draws", "must be >= 1")
-    _check(w.sft_epochs > 0, "wmss.sft_epochs", "must be > 0")
-    for name in ("sft_steps", "wdjt_steps", "baseline_steps"):
-        _check(getattr(w, name) is None or getattr(w, name) >= 1, f"wmss.{name}", "must be >= 1 (or null)")
-    _check(not (w.step_matched and w.baseline_steps), "wmss.step_matched",
-           "step_matched derives the baseline's steps; unset wmss.baseline_steps (or step_matched=false)")
-    try:
-        weak_step(w.weak)
-    except ValueError as err:
-        raise ConfigError(f"wmss.weak: {err}") from None
+    w.validate()
     _check(t.data_phase >= 0, "training.data_phase", "must be >= 0")
     _check(all(isinstance(k, int) and k >= 1 for k in t.export_steps), "training.export_steps",
            "each entry must be a step number >= 1")
     _validate_study(cfg.study)
-    _check(e.backend in ("auto", "vllm", "transformers"), "eval.backend", "one of auto/vllm/transformers")
-    _check(e.num_samples >= 1, "eval.num_samples", "must be >= 1")
-    _check(e.max_new_tokens is None or e.max_new_tokens >= 1, "eval.max_new_tokens", "must be >= 1 (or null)")
-    _check(e.temperature >= 0, "eval.temperature", "must be >= 0 (0 = greedy)")
-    _check(0 < e.top_p <= 1, "eval.top_p", "must be in (0, 1]")
-    _check(e.limit is None or e.limit >= 1, "eval.limit", "must be >= 1 (or null)")
-    _check(e.batch_size >= 1, "eval.batch_size", "must be >= 1")
-    _check(e.grade_workers is None or e.grade_workers >= 1, "eval.grade_workers", "must be >= 1 (or null)")
-    try:
-        resolve_benchmark_names(e.benchmarks)
-    except ValueError as err:
-        raise ConfigError(f"eval.benchmarks: {err}") from None
-    _check(all(isinstance(k, int) and 1 <= k <= e.num_samples for k in e.pass_at_k), "eval.pass_at_k",
-           f"each k must be an integer in [1, eval.num_samples={e.num_samples}]")
-
-
-def weak_step(spec: str) -> int | None:
-    """`wmss.weak` -> None for "m0", N for "phase1_step:N"; ValueError otherwise."""
-    if spec == "m0":
-        return None
-    head, _, number = str(spec).partition(":")
-    if head == "phase1_step" and number.isdigit() and int(number) >= 1:
-        return int(number)
-    raise ValueError(f"expected m0 or phase1_step:N with N >= 1, got {spec!r}")
+    e.validate()
 
 
 STUDY_ARMS = ("sft", "sft_active", "random", "wdjt", "wdjt_frozen")

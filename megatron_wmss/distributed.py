@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_wmss.compat import cpu as cpu_compat
-from megatron_wmss.config import ConfigError
+from megatron_wmss.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,11 @@ def compute_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
+
+
+def batch_to_device(batch: dict) -> dict:
+    """A micro-batch dict with its tensors moved to `compute_device()` (other values as they are)."""
+    return {k: v.to(compute_device(), non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def check_layout(world_size: int, tp: int, pp: int, cp: int = 1) -> int:

@@ -1,26 +1,10 @@
-"""`wmss run`: the whole of Algorithm 1 from a recipe (launch with torchrun for TP/PP/DP).
-
-  M0 --Phase 1 SFT (wmss.sft_steps, default wmss.sft_epochs of D)--> M1
-  for t = 1..K:  WD-DS(weak=M_(t-1), strong=M_t) -> D_active;  WD-JT on D_active (wmss.wdjt_steps, default
-                 1 epoch of D_active) -> M_(t+1) = strong branch   (wmss.weak=phase1_step:N: the first weak
-                 model is the Phase-1 checkpoint after N steps instead of M0)
-  export M_(K+1) to HF; evaluate when eval.enabled
-
-Budgets are optimizer steps (megatron_wmss/budget.py), recorded in `<run_dir>/steps.json`; every phase
-draws its own data order (training.data_phase), so no phase replays another one's.
-
-Run directory (`run_dir`): config.yaml, M0/ (converted from model.hf_path), phase1_sft/, iter_<t>/select/,
-iter_<t>/wdjt/, wmss_hf/, eval/wmss/ — each phase marks completion with a `DONE` file, so re-running the
-same command resumes at the first incomplete phase (and inside it, from its last checkpoint or score
-file). `--baseline sft` instead trains plain SFT from M0 (wmss.baseline_steps; with wmss.step_matched the
-Phase-1 + WD-JT steps of the WMSS run; default the epoch rule wmss.sft_epochs + K epochs of D) into
-`<run_dir>/baseline_sft/` (recipe in baseline_sft.config.yaml), then exports it to baseline_sft_hf/ and
-evaluates it the same way. Both may run at once in one run_dir: M0 is converted once, under a file lock.
+"""Algorithm 1 as library functions: `run_pipeline` trains (or resumes) every phase of a `wmss run`
+(megatron_wmss/commands/run.py, whose docstring describes the run directory), `finish` exports the final
+model to HF and evaluates it.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import fcntl
 import gc
@@ -30,11 +14,60 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.distributed as dist
-import yaml
+
+from megatron_wmss.errors import ConfigError
+
+
+@dataclass
+class PipelineConfig:
+    """Algorithm 1's schedule (recipe section `wmss`): K, the phases' budgets and the first weak model."""
+
+    iterations: int = 1  # K in Algorithm 1
+    sft_epochs: float = 1.0  # Phase 1
+    # Budgets in optimizer steps (null = the paper's epoch rule: Phase 1 = sft_epochs of D, each WD-JT
+    # iteration = 1 epoch of D_active, the SFT baseline = sft_epochs + K epochs of D)
+    sft_steps: Optional[int] = None
+    wdjt_steps: Optional[int] = None  # per WD-JT iteration
+    baseline_steps: Optional[int] = None
+    step_matched: bool = False  # baseline steps = Phase-1 steps + all WD-JT steps
+    # weak model of the first WD-DS / WD-JT iteration: "m0" (Algorithm 1) or "phase1_step:N" (the Phase-1
+    # checkpoint after N steps, as in the paper's entropy-separation study, App. B.5)
+    weak: str = "m0"
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        if self.iterations < 1:
+            raise ConfigError("wmss.iterations: K must be >= 1")
+        if not self.sft_epochs > 0:
+            raise ConfigError("wmss.sft_epochs: must be > 0")
+        for name in ("sft_steps", "wdjt_steps", "baseline_steps"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ConfigError(f"wmss.{name}: must be >= 1 (or null)")
+        if self.step_matched and self.baseline_steps:
+            raise ConfigError("wmss.step_matched: step_matched derives the baseline's steps; unset "
+                              "wmss.baseline_steps (or step_matched=false)")
+        try:
+            weak_step(self.weak)
+        except ValueError as err:
+            raise ConfigError(f"wmss.weak: {err}") from None
+
+
+def weak_step(spec: str) -> int | None:
+    """`wmss.weak` -> None for "m0", N for "phase1_step:N"; ValueError otherwise."""
+    if spec == "m0":
+        return None
+    head, _, number = str(spec).partition(":")
+    if head == "phase1_step" and number.isdigit() and int(number) >= 1:
+        return int(number)
+    raise ValueError(f"expected m0 or phase1_step:N with N >= 1, got {spec!r}")
 
 
 def _done(path: Path) -> bool:
@@ -77,14 +110,13 @@ def _log(message: str) -> None:
 
 def _train_phase(cfg, *, dataset, hf_config, tokenizer_dir, init, run_dir: Path, name: str) -> dict:
     """Train one phase (resumable) and export its branches to <run_dir>/export/."""
-    from megatron_wmss.training.export import export_branches
     from megatron_wmss.training.loop import train
 
     if not _done(run_dir):
         _log(f"{name}: training in {run_dir}")
         result = train(cfg, dataset=dataset, hf_config=hf_config, init=init, run_dir=run_dir, name=name,
                        tokenizer_dir=tokenizer_dir)
-        export_branches(result.model, run_dir / "export", hf_config, tokenizer_dir)
+        result.export(run_dir / "export", hf_config, tokenizer_dir)
         _mark_done(run_dir)
     return {branch.name: branch for branch in (run_dir / "export").iterdir() if branch.is_dir()}
 
@@ -150,9 +182,8 @@ def run_pipeline(cfg, *, baseline: str | None = None) -> Path:
     """Run (or resume) Algorithm 1 or the SFT baseline; return the final model checkpoint."""
     from megatron_wmss import budget
     from megatron_wmss.checkpoint import read_model_metadata
-    from megatron_wmss.config import weak_step
     from megatron_wmss.selection.run import run_selection
-    from megatron_wmss.train import open_dataset
+    from megatron_wmss.data import open_sft_dataset
     from megatron_wmss.training.batches import ActiveSubset
     from megatron_wmss.training.loop import snapshot_dir
 
@@ -160,7 +191,7 @@ def run_pipeline(cfg, *, baseline: str | None = None) -> Path:
     m0 = _prepare_m0(cfg, run_dir)
     meta = read_model_metadata(m0)
     hf_config, tokenizer_dir = meta["hf_config"], meta["tokenizer_dir"]
-    dataset = open_dataset(cfg)
+    dataset = open_sft_dataset(cfg.data)
     w = cfg.wmss
     if baseline == "sft":
         try:
@@ -248,41 +279,3 @@ def eval_command(ev, hf_dir: Path, out_dir: Path, manifest: str) -> list[str]:
     if ev.limit:
         args += ["--limit", str(ev.limit)]
     return args
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="wmss run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML recipe")
-    parser.add_argument("overrides", nargs="*", help="section.option=value")
-    parser.add_argument("--baseline", choices=["sft"], help="run the SFT baseline instead (budget: wmss.baseline_steps / wmss.step_matched)")
-    args = parser.parse_args(argv)
-
-    from megatron_wmss import distributed
-    from megatron_wmss.config import ConfigError, load_config, to_dict
-
-    cfg = load_config(args.config, args.overrides)
-    if not cfg.model.hf_path or not cfg.data.path:
-        raise ConfigError("model.hf_path (HF directory of M0) and data.path are required")
-    hf = Path(cfg.model.hf_path)
-    if not (hf.is_dir() or (hf.suffix == ".gguf" and hf.is_file()) or cfg.model.hf_path == "smollm2"):
-        raise ConfigError(f"model.hf_path: {hf} is not a directory (the HF model M0 to start from; a .gguf file "
-                          "or 'smollm2' also works, docs/convert.md)")
-    if cfg.training.train_iters is not None or cfg.training.epochs != 1.0:
-        raise ConfigError("training.train_iters / training.epochs: wmss run sets every phase's length itself; use "
-                          "wmss.sft_steps, wmss.wdjt_steps, wmss.baseline_steps (or wmss.sft_epochs)")
-    if cfg.data.pack:  # WD-DS scores one sample per row; a packed row holds several
-        raise ConfigError("data.pack: wmss run needs unpacked rows (WD-DS scores and selects single samples); "
-                          "use data.pack=false")
-    distributed.initialize(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp, seed=cfg.training.seed)
-    if dist.get_rank() == 0:
-        Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-        record = "baseline_sft.config.yaml" if args.baseline else "config.yaml"  # both may share run_dir
-        (Path(cfg.run_dir) / record).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    final = run_pipeline(cfg, baseline=args.baseline)
-    rank = dist.get_rank()
-    distributed.destroy()
-    release_accelerator_memory()
-    if rank == 0:
-        finish(cfg, final, "baseline_sft" if args.baseline else "wmss")
-    return 0

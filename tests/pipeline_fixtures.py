@@ -58,7 +58,7 @@ def arithmetic_rows(n: int, seed: int = 0) -> list[dict]:
 
 def build_setup(root: Path, num_rows: int = 24) -> dict:
     """Create tokenizer + model (one HF dir) and the preprocessed data; return their paths."""
-    from megatron_wmss.data.preprocess import main as preprocess
+    from megatron_wmss.commands.preprocess import main as preprocess
 
     hf_dir, data_dir = root / "m0_hf", root / "data"
     make_tokenizer(hf_dir)

@@ -95,7 +95,7 @@ def test_pipeline_phases_get_their_own_data_order(tmp_path):
 
 def test_wmss_run_refuses_a_global_train_iters(tmp_path):
     """`wmss run` sets every phase's steps; a recipe-wide training.train_iters would be silently ignored."""
-    from megatron_wmss.pipeline import main
+    from megatron_wmss.commands.run import main
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"model:\n  hf_path: {tmp_path}\ndata:\n  path: {tmp_path / 'd'}\n")

@@ -56,7 +56,7 @@ def test_unimplemented_options_are_refused_by_name(overrides, message):
 
 def test_wmss_run_refuses_packed_data(tmp_path):
     """WD-DS scores one sample per row: `wmss run` stops on data.pack before any process group exists."""
-    from megatron_wmss.pipeline import main as run_main
+    from megatron_wmss.commands.run import main as run_main
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"model:\n  hf_path: {tmp_path}\ndata:\n  path: {tmp_path}/d\n  pack: true\n")

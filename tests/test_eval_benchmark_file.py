@@ -5,7 +5,7 @@ import json
 import pytest
 
 from megatron_wmss.eval.benchmarks import BenchmarkFile, load_benchmark_file
-from megatron_wmss.eval.cli import main
+from megatron_wmss.commands.eval import main
 
 
 def _write(path, rows):

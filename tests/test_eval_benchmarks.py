@@ -113,7 +113,7 @@ def test_missing_vllm_names_the_extra(tmp_path, monkeypatch):
 
 
 def test_cli_without_vllm_fails_early_with_the_hint(tmp_path, monkeypatch, capsys):
-    from megatron_wmss.eval.cli import main
+    from megatron_wmss.commands.eval import main
 
     monkeypatch.setitem(sys.modules, "vllm", None)
     out = tmp_path / "out"

@@ -8,7 +8,7 @@ import torch
 from megatron_wmss.eval import backends
 from megatron_wmss.eval.backends import Generation, SamplingConfig, TransformersBackend
 from megatron_wmss.eval.benchmarks import load_benchmark
-from megatron_wmss.eval.cli import main
+from megatron_wmss.commands.eval import main
 from megatron_wmss.eval.grading import REASONS
 from megatron_wmss.eval.metrics import pass_at_k
 from megatron_wmss.eval.prompts import render, resolve_prompt_spec, stop_token_ids
@@ -173,7 +173,8 @@ def test_cli_pass_at_k_accounting(tiny_model, tmp_path, monkeypatch):
 
 
 def test_paper_pass_k_preset_and_defaults():
-    from megatron_wmss.eval.cli import _settings, build_parser
+    from megatron_wmss.commands.eval import build_parser
+    from megatron_wmss.eval.run import _settings
 
     parse = build_parser().parse_args
     assert _settings(parse(["--model", "m", "--paper-pass-k"])) == dict(

@@ -7,7 +7,7 @@ from fractions import Fraction
 import pytest
 
 from megatron_wmss.eval import results as res
-from megatron_wmss.eval.cli import main
+from megatron_wmss.commands.eval import main
 from megatron_wmss.eval.metrics import math_avg, mean_pass_at_k, pass_at_k, summarize_benchmark
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from megatron_wmss.losses import (
+    linear_cross_entropy,
     linear_vocab_parallel_entropy,
     mixed_linear_cross_entropy,
     mixed_logit_cross_entropy,
@@ -241,6 +242,24 @@ def test_fused_equals_unfused(lam, dtype, tol, gen):
             assert_matches(out, grads, ref, ref_grads, tol, f"chunk={chunk}")
             if dtype != torch.bfloat16:  # and the float64 reference directly
                 assert_matches(out, grads, f64, f64_grads, max(tol, 1e-5), f"f64 chunk={chunk}")
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_plain_fused_ce_matches_float64_reference_and_lam1(dtype, tol, gen):
+    """SFT's plain fused CE: the float64 reference F.cross_entropy(h @ w.T) (loss and both gradients),
+    and bitwise the mixed kernel at lam = 1 (WD-JT at lam = 1 is SFT)."""
+    hs, ws, hw, ww = _fused_inputs(gen, dtype, scale=4.0)
+    labels = make_labels((S, B), V, gen)
+    weights = torch.rand(S, B, generator=gen, dtype=torch.float64).to(torch.float64 if dtype == torch.float64
+                                                                       else torch.float32)
+    f64, f64_grads = with_grads(lambda h, w: reference_ce(h @ w.t(), h @ w.t(), labels, 1.0),
+                                [hs.double(), ws.double()], weights.double())
+    for chunk in (1, 5, None):
+        out, grads = with_grads(lambda h, w: linear_cross_entropy(h, w, labels, chunk_size=chunk), [hs, ws], weights)
+        assert_matches(out, grads, f64, f64_grads, tol, f"chunk={chunk}")
+        mixed, mixed_grads = with_grads(lambda h, w: mixed_linear_cross_entropy(h, w, hw, ww, labels, 1.0,
+                                                                                chunk_size=chunk), [hs, ws], weights)
+        assert torch.equal(out, mixed) and all(torch.equal(a, b) for a, b in zip(grads, mixed_grads))
 
 
 def test_fused_second_backward_and_no_grad(gen):

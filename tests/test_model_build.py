@@ -22,7 +22,9 @@ def test_padding_rule():
 
 def test_qwen3_4b_fields():
     tcfg, arch = transformer_config_from_hf(QWEN3, tp=8, transformer_impl="local")
-    assert isinstance(arch, ArchInfo)
+    assert arch == ArchInfo(model_type="qwen3", vocab_size=151936, padded_vocab_size=152576,
+                            max_position_embeddings=32768, rotary_base=1000000, tie_word_embeddings=True,
+                            qk_layernorm=True, add_qkv_bias=False, transformer_impl="local")
     assert (tcfg.num_layers, tcfg.hidden_size, tcfg.num_attention_heads) == (36, 2560, 32)
     assert (tcfg.num_query_groups, tcfg.kv_channels, tcfg.ffn_hidden_size) == (8, 128, 9728)
     assert tcfg.qk_layernorm and not tcfg.add_qkv_bias and tcfg.gated_linear_unit

@@ -75,7 +75,6 @@ def train_runs_rank(workdir, runs):
     from megatron.core import parallel_state
 
     from megatron_wmss import distributed
-    from megatron_wmss.training.export import export_branches
     from megatron_wmss.training.loop import train
 
     for run_name, objective, options in runs:
@@ -87,7 +86,7 @@ def train_runs_rank(workdir, runs):
         init = {"model": f"{workdir}/strong"} if objective == "sft" else \
             {"strong": f"{workdir}/strong", "weak": f"{workdir}/weak"}
         result = train(cfg, dataset=ToySFTDataset(), hf_config=TINY_QWEN3, init=init, run_dir=run_dir)
-        export_branches(result.model, run_dir / "export", TINY_QWEN3, None)
+        result.export(run_dir / "export", TINY_QWEN3, None)
         parallel_state.destroy_model_parallel()
     distributed.destroy()
 

@@ -7,7 +7,7 @@
 
 import sys
 
-from megatron_wmss.convert.cli import main
+from megatron_wmss.commands.convert import main
 
 if __name__ == "__main__":  # required: dist checkpointing's save starts a spawn-context Manager
     sys.exit(main(prog="convert_checkpoint.py"))

@@ -3,7 +3,7 @@
 
 import sys
 
-from megatron_wmss.data.preprocess import main
+from megatron_wmss.commands.preprocess import main
 
 if __name__ == "__main__":  # required: the worker pool uses the spawn start method
     sys.exit(main())

@@ -13,13 +13,9 @@ from typing import Iterator
 
 import torch
 
+from megatron_wmss.checkpoint import TOKENIZER_FILES
 from megatron_wmss.convert.mappings import ConversionError
 
-# Files copied through unchanged between HF directories and our checkpoints (tokenizer, chat template,
-# generation defaults).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.model",
-                   "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
-                   "generation_config.json")
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3

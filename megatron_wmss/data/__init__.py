@@ -27,7 +27,7 @@ _EXPORTS = {
     "validate_row": "schema",
     "ProcessConfig": "process",
     "RowProcessor": "process",
-    "preprocess_main": "preprocess",
+    "open_sft_dataset": "recipe_dataset",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -36,7 +36,7 @@ def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     module = importlib.import_module(f".{_EXPORTS[name]}", __name__)
-    value = getattr(module, "main" if name == "preprocess_main" else name)
+    value = getattr(module, name)
     globals()[name] = value
     return value
 

@@ -1,16 +1,17 @@
 """WMSS losses (paper Eq. 5-7), vocab-parallel over the tensor-model-parallel group.
 
 - `mixed_logit_cross_entropy`: mixed-logit CE on materialized logit shards (Eq. 5-6).
-- `mixed_linear_cross_entropy`: the same loss fused with both output layers, token-chunked, never
-  holding `[tokens, V/tp]` logits of both models (the default in training).
+- `mixed_linear_cross_entropy`: the same loss fused with both output layers, vocab-blocked, never
+  holding `[tokens, V/tp]` logits of both models (WD-JT training).
+- `linear_cross_entropy`: the plain CE of one model with the same fused kernel (SFT training).
 - `vocab_parallel_entropy` / `linear_vocab_parallel_entropy`: per-token predictive entropy (Eq. 7)
   from logit shards / from hidden states (WD-DS scoring).
 See docs/losses.md.
 """
 
 from megatron_wmss.losses._common import IGNORE_INDEX
-from megatron_wmss.losses.fused import linear_vocab_parallel_entropy, mixed_linear_cross_entropy
+from megatron_wmss.losses.fused import linear_cross_entropy, linear_vocab_parallel_entropy, mixed_linear_cross_entropy
 from megatron_wmss.losses.logits import mixed_logit_cross_entropy, vocab_parallel_entropy
 
-__all__ = ["IGNORE_INDEX", "mixed_logit_cross_entropy", "mixed_linear_cross_entropy",
+__all__ = ["IGNORE_INDEX", "linear_cross_entropy", "mixed_logit_cross_entropy", "mixed_linear_cross_entropy",
            "vocab_parallel_entropy", "linear_vocab_parallel_entropy"]

@@ -21,8 +21,8 @@ IGNORE_INDEX = -100
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 MIN_CHUNK = 16
 # Default chunk lengths are rounded down to a multiple of this: a GEMM whose output is a block of odd
-# width (e.g. 21,845 vocab rows) ran ~1.5x slower on CPU than one of 21,760 (measured, torch 2.13 CPU,
-# [1024, 512] x [512, block]); tensor-core GEMMs on GPU prefer such multiples too.
+# width (e.g. 21,845 vocab rows) is markedly slower on CPU than one of 21,760; tensor-core GEMMs on GPU
+# prefer such multiples too.
 CHUNK_ALIGN = 256
 
 
@@ -124,9 +124,8 @@ class Targets:
 def _row_sum(e: torch.Tensor, exact: bool) -> torch.Tensor:
     """Row sums of a block of exponentials, in float64 when `exact`, else in the block's own dtype
     (torch's cascade reduction keeps fp32 sums to ~1e-7 relative). On CPU `sum(dtype=torch.float64)`
-    first copies the whole [c, block] block to fp64: 48 ms for a [2048, 8192] block against 105 ms for
-    its GEMM at h = 512 and 2 ms for the fp32 sum. The fused kernels, whose error is their fp32 GEMM's
-    anyway, sum in fp32."""
+    first copies the whole [c, block] block to fp64, which costs about half of the block's GEMM; the
+    fused kernels, whose error is their fp32 GEMM's anyway, sum in fp32."""
     return e.sum(dim=-1, dtype=torch.float64) if exact else e.sum(dim=-1)
 
 
@@ -187,6 +186,28 @@ def reduce_ce_stats(m, s, t, shard: VocabShard):
         shard.all_reduce_(both)
         m, (s, t) = global_m, both
     return m + torch.log(s), t
+
+
+def mix_logits_(z: torch.Tensor, z_strong: torch.Tensor, z_weak: torch.Tensor, lam: float) -> torch.Tensor:
+    """Paper Eq. 5, the mixed logits: z = lam * z_strong + (1 - lam) * z_weak, written into `z` in its
+    dtype (`z` may be `z_strong` itself); lam in {0, 1} copies one input exactly."""
+    if lam == 1.0:
+        return z if z is z_strong else z.copy_(z_strong)
+    if lam == 0.0:
+        return z.copy_(z_weak)
+    if z is not z_strong:
+        z.copy_(z_strong)
+    return z.mul_(lam).add_(z_weak, alpha=1.0 - lam)
+
+
+def cross_entropy_from_stats(m, s, t, shard: VocabShard, targets: Targets, shape, out_dtype):
+    """Paper Eq. 6 per token, CE = logsumexp(z) - z[label] (0 at ignored labels), from this rank's
+    row statistics ([k, N] float64: k logit sets, e.g. the mix and each model) merged over TP.
+    Returns k tensors of `shape` in `out_dtype`, and the [k, N] log-sum-exp for backward."""
+    lse, target = reduce_ce_stats(m, s, t, shard)
+    losses = [torch.where(targets.valid, lse[j] - target[j], torch.zeros_like(lse[j])).to(out_dtype).view(shape)
+              for j in range(lse.shape[0])]
+    return losses, lse
 
 
 def reduce_entropy_stats(m, s, t, shard: VocabShard):

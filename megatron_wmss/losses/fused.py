@@ -1,6 +1,6 @@
 """Fused, chunked WMSS loss from final hidden states and output-layer weight shards.
 
-The mixed logits are one linear map of the two hidden states (ARCHITECTURE.md point 5):
+The mixed logits are one linear map of the two hidden states:
 `z_mix = lam*h_s W_s^T + (1-lam)*h_w W_w^T = [h_s | h_w] [lam W_s | (1-lam) W_w]^T` (Eq. 5). The kernel
 walks this rank's vocab shard in blocks of `chunk_size` vocabulary rows: the forward forms `z_mix` for
 all tokens and one block (fp32/fp64: one GEMM into the buffer, then a second accumulating with
@@ -36,13 +36,14 @@ from megatron_wmss.losses._common import (
     VocabShard,
     ce_chunk_stats,
     check_lam,
+    cross_entropy_from_stats,
     chunk_len,
     chunks,
     compute_dtype,
     entropy_chunk_stats,
     merge_ce_,
     merge_entropy_,
-    reduce_ce_stats,
+    mix_logits_,
     reduce_entropy_stats,
     vocab_shard,
 )
@@ -70,7 +71,9 @@ def _logits_into(z: torch.Tensor, h: torch.Tensor, w: torch.Tensor, low: torch.T
 
 
 def _mixed_logits_into(z, hs, ws, hw, ww, lam: float, low) -> torch.Tensor:
-    """z = lam * hs ws^T + (1-lam) * hw ww^T (Eq. 5) for one block; lam in {0, 1} skips a model."""
+    """The mixed logits of one block from hidden states (Eq. 5, `mix_logits_`); lam in {0, 1} skips a
+    model. fp32/fp64: the mix is folded into the second GEMM (`addmm_` with beta=lam, alpha=1-lam: no
+    second [tokens, block] buffer); bf16/fp16: each model's logits rounded to the input dtype, then mixed."""
     if lam == 0.0:
         return _logits_into(z, hw, ww, low)
     _logits_into(z, hs, ws, low)
@@ -78,8 +81,12 @@ def _mixed_logits_into(z, hs, ws, hw, ww, lam: float, low) -> torch.Tensor:
         return z
     if low is None:
         return z.addmm_(hw, ww.t(), beta=lam, alpha=1.0 - lam)
-    torch.mm(hw, ww.t(), out=low)
-    return z.mul_(lam).add_(low, alpha=1.0 - lam)
+    return mix_logits_(z, z, torch.mm(hw, ww.t(), out=low), lam)
+
+
+def _block(w: torch.Tensor | None, v0: int, v1: int) -> torch.Tensor | None:
+    """Rows [v0, v1) of an output weight shard; None for an absent model (plain CE)."""
+    return None if w is None else w[v0:v1]
 
 
 def _block_targets(index: torch.Tensor, local: torch.Tensor, v0: int, v1: int):
@@ -88,25 +95,29 @@ def _block_targets(index: torch.Tensor, local: torch.Tensor, v0: int, v1: int):
     return inside, torch.where(inside, index - v0, torch.zeros_like(index))
 
 
-def _check_pair(hs, ws, hw, ww, labels):
-    if ws.dim() != 2 or ww.dim() != 2 or ws.shape[0] != ww.shape[0]:
-        raise ValueError(f"output weight shards must be [V/tp, h] with equal V/tp: {tuple(ws.shape)}, "
-                         f"{tuple(ww.shape)} (both models must share vocab padding and TP)")
-    for name, h, w in (("h_strong", hs, ws), ("h_weak", hw, ww)):
+def _check_inputs(labels, *branches):
+    """Each (name, hidden, weight) fits the labels; all weights share V/tp; one dtype for all."""
+    for name, h, w in branches:
+        if w.dim() != 2 or w.shape[0] != branches[0][2].shape[0]:
+            raise ValueError(f"output weight shards must be [V/tp, h] with equal V/tp: "
+                             f"{[tuple(b[2].shape) for b in branches]} (both models must share vocab padding and TP)")
         if h.shape[-1] != w.shape[1] or h.shape[:-1] != labels.shape:
             raise ValueError(f"{name} {tuple(h.shape)} does not fit weight {tuple(w.shape)} and labels "
                              f"{tuple(labels.shape)}")
-    if len({hs.dtype, ws.dtype, hw.dtype, ww.dtype}) != 1:
-        raise ValueError(f"hidden states and weights must share one dtype, got "
-                         f"{hs.dtype}, {ws.dtype}, {hw.dtype}, {ww.dtype}")
+    dtypes = [t.dtype for _, h, w in branches for t in (h, w)]
+    if len(set(dtypes)) != 1:
+        raise ValueError(f"hidden states and weights must share one dtype, got {', '.join(map(str, dtypes))}")
 
 
 class _MixedLinearCrossEntropy(torch.autograd.Function):
+    """Eq. 5-6 from hidden states; with lam = 1 and no weak inputs (hw = ww = None) it is the plain
+    fused vocab-parallel cross-entropy of one model (`linear_cross_entropy`)."""
+
     @staticmethod
     def forward(ctx, hs, ws, hw, ww, labels, lam: float, shard: VocabShard, block: int,
                 reduce_hidden_grad: bool, diagnostics: bool):
         n, dtype, device = labels.numel(), ws.dtype, ws.device
-        hs2, hw2 = hs.reshape(n, hs.shape[-1]), hw.reshape(n, hw.shape[-1])
+        hs2, hw2 = hs.reshape(n, hs.shape[-1]), None if hw is None else hw.reshape(n, hw.shape[-1])
         cdt = compute_dtype(dtype)
         tg = Targets(labels, shard, cdt)
         k = 3 if diagnostics else 1
@@ -120,19 +131,17 @@ class _MixedLinearCrossEntropy(torch.autograd.Function):
             if diagnostics:  # both models' logits separately, then the mix: three sets of statistics
                 zs = _logits_into(zbufs[1], hs2, ws[v0:v1], low)
                 zw = _logits_into(zbufs[2], hw2, ww[v0:v1], low)
-                torch.mul(zs, lam, out=zbufs[0]).add_(zw, alpha=1.0 - lam)
+                mix_logits_(zbufs[0], zs, zw, lam)
             else:
-                _mixed_logits_into(zbufs[0], hs2, ws[v0:v1], hw2, ww[v0:v1], lam, low)
+                _mixed_logits_into(zbufs[0], hs2, ws[v0:v1], hw2, _block(ww, v0, v1), lam, low)
             for j, z in enumerate(zbufs):
                 ce_chunk_stats(z, z, col, inside, mb[j], sb[j], tb[j])
             if v0 == 0:
                 m.copy_(mb), s.copy_(sb), t.copy_(tb)
             else:
                 merge_ce_(m, s, t, mb, sb, tb)
-        lse, target = reduce_ce_stats(m, s, t, shard)
         out_dtype = torch.float64 if cdt == torch.float64 else torch.float32
-        losses = [torch.where(tg.valid, lse[j] - target[j], torch.zeros_like(lse[j])).to(out_dtype)
-                  .view(labels.shape) for j in range(k)]
+        losses, lse = cross_entropy_from_stats(m, s, t, shard, tg, labels.shape, out_dtype)
         ctx.lam, ctx.block, ctx.shard, ctx.reduce_hidden_grad = lam, block, shard, reduce_hidden_grad
         ctx.save_for_backward(hs, ws, hw, ww, tg.index, tg.local, tg.valid, lse[0].to(cdt))
         if diagnostics:
@@ -146,7 +155,7 @@ class _MixedLinearCrossEntropy(torch.autograd.Function):
         lam, block, shard = ctx.lam, ctx.block, ctx.shard
         need_hs, need_ws, need_hw, need_ww = ctx.needs_input_grad[:4]
         n, dtype, cdt, device = index.numel(), ws.dtype, lse.dtype, ws.device
-        hs2, hw2 = hs.reshape(n, hs.shape[-1]), hw.reshape(n, hw.shape[-1])
+        hs2, hw2 = hs.reshape(n, hs.shape[-1]), None if hw is None else hw.reshape(n, hw.shape[-1])
         go = torch.where(valid, grad_loss.reshape(n).to(cdt), torch.zeros((), dtype=cdt, device=device))
         # A coefficient of 0 gives exactly zero gradients: that model's GEMMs are skipped.
         do_s, do_w = lam != 0.0, lam != 1.0
@@ -165,7 +174,7 @@ class _MixedLinearCrossEntropy(torch.autograd.Function):
             for v0, v1 in chunks(shard.real, block):
                 z, low, tmp = bufs.views(v1 - v0)
                 inside, col = _block_targets(index, local, v0, v1)
-                _mixed_logits_into(z, hs2, ws[v0:v1], hw2, ww[v0:v1], lam, low)
+                _mixed_logits_into(z, hs2, ws[v0:v1], hw2, _block(ww, v0, v1), lam, low)
                 z.sub_(lse.unsqueeze(1)).exp_()  # softmax of the mixed logits
                 z.scatter_add_(1, col.unsqueeze(1), inside.to(cdt).neg().unsqueeze(1))
                 z.mul_(go.unsqueeze(1))  # g = dloss/dz_mix for this block
@@ -227,7 +236,7 @@ def mixed_linear_cross_entropy(h_strong: torch.Tensor, w_strong: torch.Tensor, h
     vocabulary; weight rows at or above it (megatron's TP padding) are left out of the softmax and get
     zero gradient (None: no padding).
     """
-    _check_pair(h_strong, w_strong, h_weak, w_weak, labels)
+    _check_inputs(labels, ("h_strong", h_strong, w_strong), ("h_weak", h_weak, w_weak))
     lam = check_lam(lam)
     shard = vocab_shard(tp_group, w_strong.shape[0], vocab_size)
     cdt = compute_dtype(w_strong.dtype)
@@ -237,6 +246,23 @@ def mixed_linear_cross_entropy(h_strong: torch.Tensor, w_strong: torch.Tensor, h
     loss, strong_ce, weak_ce = _MixedLinearCrossEntropy.apply(
         h_strong, w_strong, h_weak, w_weak, labels, lam, shard, block, reduce_hidden_grad, return_diagnostics)
     return (loss, strong_ce, weak_ce) if return_diagnostics else loss
+
+
+def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, labels: torch.Tensor, tp_group=None, *,
+                         chunk_size: int | None = None, reduce_hidden_grad: bool = True,
+                         vocab_size: int | None = None) -> torch.Tensor:
+    """Per-token cross-entropy of softmax(h @ w^T) over the full vocabulary (SFT), fused and
+    vocab-parallel like `mixed_linear_cross_entropy` (the same kernel with one model): `[s, b, h]`
+    hidden states, this rank's `[V/tp, h]` output shard, global labels (-100 ignored). Returns fp32
+    `[s, b]` (fp64 for fp64 inputs); `vocab_size` leaves the TP padding rows out of the softmax."""
+    _check_inputs(labels, ("h", h, w))
+    shard = vocab_shard(tp_group, w.shape[0], vocab_size)
+    cdt = compute_dtype(w.dtype)
+    low = w.dtype != cdt
+    per_elem = (2 if low else 1) * cdt.itemsize + (w.dtype.itemsize if low else 0)
+    block = min(chunk_len(chunk_size, labels.numel(), per_elem), max(1, w.shape[0]))
+    loss, _, _ = _MixedLinearCrossEntropy.apply(h, w, None, None, labels, 1.0, shard, block, reduce_hidden_grad, False)
+    return loss
 
 
 @torch.no_grad()

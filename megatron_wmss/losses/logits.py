@@ -18,11 +18,12 @@ from megatron_wmss.losses._common import (
     VocabShard,
     ce_chunk_stats,
     check_lam,
+    cross_entropy_from_stats,
     chunk_len,
     chunks,
     compute_dtype,
     entropy_chunk_stats,
-    reduce_ce_stats,
+    mix_logits_,
     reduce_entropy_stats,
     scaled_copy_,
     vocab_shard,
@@ -34,16 +35,6 @@ def _mix_dtype(dtype: torch.dtype) -> torch.dtype:
     magnitude 100+ moves softmax probabilities by ~1e-5 relative; bf16/fp16 logits (8-11 bit
     mantissas) are mixed in fp32, whose rounding is far below their own resolution."""
     return torch.float64 if dtype in (torch.float32, torch.float64) else torch.float32
-
-
-def _mix_into(z: torch.Tensor, a: torch.Tensor, b: torch.Tensor, lam: float) -> torch.Tensor:
-    """z = lam*a + (1-lam)*b in z's dtype (Eq. 5); lam in {0, 1} copies one input exactly."""
-    if lam == 1.0:
-        return z.copy_(a)
-    if lam == 0.0:
-        return z.copy_(b)
-    z.copy_(a).mul_(lam)
-    return z.add_(b, alpha=1.0 - lam)
 
 
 class _MixedLogitCrossEntropy(torch.autograd.Function):
@@ -62,16 +53,14 @@ class _MixedLogitCrossEntropy(torch.autograd.Function):
         for r0, r1 in chunks(n, rows):
             z, e = zbuf[:r1 - r0], ebuf[:r1 - r0]
             idx, loc = tg.index[r0:r1], tg.local[r0:r1]
-            _mix_into(z, zs2[r0:r1], zw2[r0:r1], lam)
+            mix_logits_(z, zs2[r0:r1], zw2[r0:r1], lam)
             ce_chunk_stats(z, e, idx, loc, m[0, r0:r1], s[0, r0:r1], t[0, r0:r1])
             if diagnostics:
                 for j, src in ((1, zs2), (2, zw2)):
                     z.copy_(src[r0:r1])
                     ce_chunk_stats(z, e, idx, loc, m[j, r0:r1], s[j, r0:r1], t[j, r0:r1])
-        lse, target = reduce_ce_stats(m, s, t, shard)
         out_dtype = torch.float64 if cdt == torch.float64 else torch.float32
-        losses = [torch.where(tg.valid, lse[j] - target[j], torch.zeros_like(lse[j])).to(out_dtype)
-                  .view(labels.shape) for j in range(k)]
+        losses, lse = cross_entropy_from_stats(m, s, t, shard, tg, labels.shape, out_dtype)
         ctx.lam, ctx.rows = lam, rows
         ctx.save_for_backward(zs, zw, tg.index, tg.local_w, tg.valid, lse[0])
         if diagnostics:
@@ -101,7 +90,7 @@ class _MixedLogitCrossEntropy(torch.autograd.Function):
             tmp = torch.empty_like(ebuf) if low else None
             for r0, r1 in chunks(n, rows):
                 z, e = zbuf[:r1 - r0], ebuf[:r1 - r0]
-                _mix_into(z, zs2[r0:r1], zw2[r0:r1], lam)
+                mix_logits_(z, zs2[r0:r1], zw2[r0:r1], lam)
                 z.sub_(lse[r0:r1].unsqueeze(1))
                 if e is not z:
                     e.copy_(z)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from megatron_wmss.compat import optional
-from megatron_wmss.config import ConfigError
+from megatron_wmss.errors import ConfigError
 from megatron_wmss.distributed import compute_device
 from megatron_wmss.models import gemma3, rope
 from megatron_wmss.models.rope import RopeSpec
@@ -254,16 +254,3 @@ def build_gpt_model(tcfg, arch: ArchInfo, *, pre_process: bool | None = None, po
     if torch.cuda.is_available():
         model.cuda(compute_device())
     return model
-
-
-def build_from_model_config(model_cfg, parallel_cfg, hf_source=None, **overrides):
-    """(GPTModel, TransformerConfig, ArchInfo) from the run's ModelConfig / ParallelConfig."""
-    tcfg, arch = transformer_config_from_hf(
-        hf_source or model_cfg.hf_path, tp=parallel_cfg.tp, pp=parallel_cfg.pp, cp=parallel_cfg.cp,
-        params_dtype=model_cfg.params_dtype, transformer_impl=model_cfg.transformer_impl,
-        make_vocab_size_divisible_by=model_cfg.make_vocab_size_divisible_by,
-        sequence_parallel=parallel_cfg.sequence_parallel, fp8=model_cfg.fp8, fp8_recipe=model_cfg.fp8_recipe,
-        fp8_margin=model_cfg.fp8_margin, fp8_amax_history_len=model_cfg.fp8_amax_history_len,
-        fp8_amax_compute_algo=model_cfg.fp8_amax_compute_algo,
-        recompute_granularity=model_cfg.recompute_granularity, **overrides)
-    return build_gpt_model(tcfg, arch), tcfg, arch

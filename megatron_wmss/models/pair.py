@@ -1,4 +1,4 @@
-"""WeakStrongPair: the weak and strong GPTModels of WD-JT as one pipeline (ARCHITECTURE.md point 6).
+"""WeakStrongPair: the weak and strong GPTModels of WD-JT as one pipeline.
 
 Both models have identical layouts and are split identically across pipeline stages. Each stage runs
 its strong and weak layers on the same micro-batch and hands `cat([h_strong, h_weak], -1)` of shape
@@ -14,6 +14,7 @@ import copy
 import dataclasses
 
 import torch
+from megatron.core.utils import unwrap_model
 
 
 class WeakStrongPair(torch.nn.Module):
@@ -84,7 +85,7 @@ def finalize_pair_grads(model, num_tokens=None, pg_collection=None, force_all_re
     group = parallel_state.get_embedding_group(check_initialized=False)
     if group is None or dist.get_world_size(group) <= 1 or dist.get_rank() not in dist.get_process_group_ranks(group):
         return
-    pair = _unwrap(model[0])
+    pair = unwrap_model(model[0])
     for branch in pair.branches().values():
         if not branch.share_embeddings_and_output_weights:
             continue
@@ -93,8 +94,3 @@ def finalize_pair_grads(model, num_tokens=None, pg_collection=None, force_all_re
         if weight.requires_grad and grad is not None:
             dist.all_reduce(grad, group=group)
 
-
-def _unwrap(model):
-    while not isinstance(model, WeakStrongPair) and hasattr(model, "module"):
-        model = model.module
-    return model

@@ -1,6 +1,2 @@
-"""`wmss quickstart`: the whole WMSS pipeline on a small generated task, on one CPU box in minutes
-(see cli.py and docs/quickstart.md)."""
-
-from megatron_wmss.quickstart.cli import main
-
-__all__ = ["main"]
+"""The quickstart's generated task, tokenizer, base model, steps and report; the command is
+megatron_wmss/commands/quickstart.py (`wmss quickstart`, docs/quickstart.md)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from megatron_wmss.distributed import compute_device
+from megatron_wmss.distributed import batch_to_device, compute_device
 
 
 def read_scores(out_dir: str | Path) -> dict[str, dict]:
@@ -34,24 +34,30 @@ def read_scores(out_dir: str | Path) -> dict[str, dict]:
     return records
 
 
+def token_averaged_entropy(token_entropy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Paper Eq. 7: each sample's predictive entropy averaged over its supervised tokens, `[b]` float64
+    from per-token entropies and the supervised mask, both `[s, b]` (0 for a sample with no such token)."""
+    tokens = mask.double().sum(dim=0)
+    return (token_entropy.double() * mask).sum(dim=0) / tokens.clamp_min(1.0)
+
+
 def _entropy_forward_step(data_iterator, model):
     from megatron_wmss.losses import linear_vocab_parallel_entropy
 
-    batch = {k: v.to(compute_device()) if torch.is_tensor(v) else v for k, v in next(data_iterator).items()}
+    batch = batch_to_device(next(data_iterator))
     output = model(batch["tokens"], batch["position_ids"], attention_mask=None)
 
     def per_sample_entropy(hidden):
         h_strong, h_weak = hidden
         mask = batch["loss_mask"].transpose(0, 1) > 0  # [s, b]
-        sums = {}
+        scores = {"tokens": mask.double().sum(dim=0)}
         for name, h, branch in (("h_strong", h_strong, model.strong), ("h_weak", h_weak, model.weak)):
             # Only the supervised positions: the prompt's entropies would be multiplied by 0 anyway.
             entropy = torch.zeros(mask.shape, dtype=torch.float64, device=h.device)
             entropy[mask] = linear_vocab_parallel_entropy(h[mask], branch.output_weight(),
                                                           vocab_size=branch.unpadded_vocab_size).double()
-            sums[name] = entropy.sum(dim=0)
-        sums["tokens"] = mask.double().sum(dim=0)
-        return torch.zeros(()), sums
+            scores[name] = token_averaged_entropy(entropy, mask)
+        return torch.zeros(()), scores
 
     return output, per_sample_entropy
 
@@ -93,17 +99,15 @@ def score_dataset(pair, dataset, out_dir: str | Path, *, micro_batch_size: int, 
                                        micro_batch_size=micro_batch_size, forward_only=True)
         if not writer:
             continue
-        sums, lines, seen = results[0], [], set()
+        scores, lines, seen = results[0], [], set()
         valid = mine[start:start + micro_batch_size]
         for j, i in enumerate(indices[:len(valid)]):
             sid = dataset.sample_ids[i]
             if sid in seen:
                 continue
             seen.add(sid)
-            tokens = sums["tokens"][j].item()
-            lines.append(json.dumps({"id": sid, "tokens": int(tokens),
-                                     "h_strong": sums["h_strong"][j].item() / max(tokens, 1.0),
-                                     "h_weak": sums["h_weak"][j].item() / max(tokens, 1.0)}))
+            lines.append(json.dumps({"id": sid, "tokens": int(scores["tokens"][j].item()),
+                                     "h_strong": scores["h_strong"][j].item(), "h_weak": scores["h_weak"][j].item()}))
         with path.open("a") as fh:
             fh.write("".join(line + "\n" for line in lines))
         if bar is not None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from megatron_wmss.selection.weights import sample_active_set, selection_weights
+from megatron_wmss.selection.weights import (TERM_NAMES, entropy_gap, sample_active_set, selection_terms,
+                                             weights_from_terms)
 
 # App. B.5: mixing adds little when weak and strong are nearly equally uncertain. Warn when the mean
 # |dH| is below this fraction of the mean strong entropy.
@@ -36,32 +37,32 @@ def _stats(values: np.ndarray) -> dict:
             "p10": float(q[0]), "median": float(q[1]), "p90": float(q[2]), "max": float(values.max())}
 
 
-def select_active_set(scores: dict[str, dict], sample_ids: list[str], wmss_cfg, seed: int) -> dict:
-    """Weights, draw and diagnostics for the samples in `sample_ids` order (all must be scored)."""
+def select_active_set(scores: dict[str, dict], sample_ids: list[str], selection_cfg, seed: int) -> dict:
+    """Weights (Eq. 9, `selection_cfg.selection_formula`), draw and diagnostics for the samples in
+    `sample_ids` order (all must be scored); the summary's per-term shares are the draw's own terms."""
     missing = [sid for sid in sample_ids if sid not in scores]
     if missing:
         raise ValueError(f"{len(missing)} samples have no entropy score (first: {missing[0]})")
     hs = np.array([scores[sid]["h_strong"] for sid in sample_ids])
     hw = np.array([scores[sid]["h_weak"] for sid in sample_ids])
-    a, b, g = wmss_cfg.alpha, wmss_cfg.beta, wmss_cfg.gamma
-    weights = selection_weights(hs, hw, a, b, g, formula=wmss_cfg.selection_formula)
-    drawn = sample_active_set(weights, wmss_cfg.num_draws, seed=seed, dedupe=wmss_cfg.dedupe)
-    delta = hs - hw
-    terms = np.stack([a * np.maximum(-delta, 0), b * hs, g * np.maximum(delta, 0)])  # Eq. 9 terms
+    c, formula = selection_cfg, selection_cfg.selection_formula
+    terms = selection_terms(hs, hw, c.alpha, c.beta, c.gamma, formula=formula)  # what the draw uses
+    weights = weights_from_terms(terms)
+    drawn = sample_active_set(weights, c.num_draws, seed=seed, dedupe=c.dedupe)
+    delta = entropy_gap(hs, hw)
+    names = TERM_NAMES[formula]
     dominant = np.bincount(terms.argmax(axis=0), minlength=3) / len(sample_ids)
     separation = float(np.abs(delta).mean() / max(hs.mean(), 1e-12))
     summary = {
-        "num_samples": len(sample_ids), "num_draws": int(wmss_cfg.num_draws or len(sample_ids)),
-        "dedupe": wmss_cfg.dedupe, "formula": wmss_cfg.selection_formula, "alpha": a, "beta": b, "gamma": g,
+        "num_samples": len(sample_ids), "num_draws": int(c.num_draws or len(sample_ids)),
+        "dedupe": c.dedupe, "formula": formula, "alpha": c.alpha, "beta": c.beta, "gamma": c.gamma,
         "seed": seed, "active_set_size": int(len(drawn)),
         "selected_fraction": float(len(np.unique(drawn)) / len(sample_ids)),
         "entropy_strong": _stats(hs), "entropy_weak": _stats(hw), "delta_h": _stats(delta),
         "share_weak_more_uncertain": float((delta < 0).mean()),  # [-dH]_+ > 0
         "share_strong_more_uncertain": float((delta > 0).mean()),  # [dH]_+ > 0
-        "share_dominant_term": {"alpha[-dH]+": float(dominant[0]), "beta*H_strong": float(dominant[1]),
-                                "gamma[dH]+": float(dominant[2])},
-        "mass_per_term": dict(zip(("alpha[-dH]+", "beta*H_strong", "gamma[dH]+"),
-                                  (terms.sum(axis=1) / max(terms.sum(), 1e-300)).tolist())),
+        "share_dominant_term": dict(zip(names, dominant.astype(float).tolist())),
+        "mass_per_term": dict(zip(names, (terms.sum(axis=1) / terms.sum()).tolist())),
         "separation": separation,
         **weight_spread(weights),
         "warnings": [],

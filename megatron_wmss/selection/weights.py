@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-FORMULAS = ("paper", "reference")
-
-
 def _validate(h_strong, h_weak, alpha, beta, gamma) -> tuple[np.ndarray, np.ndarray]:
     hs = np.asarray(h_strong, dtype=np.float64)
     hw = np.asarray(h_weak, dtype=np.float64)
@@ -32,25 +29,47 @@ def _normalized(term: np.ndarray) -> np.ndarray:
     return term / total if total > 0 else np.zeros_like(term)
 
 
-def selection_weights(h_strong, h_weak, alpha: float = 0.1, beta: float = 0.8, gamma: float = 0.1,
-                      formula: str = "paper") -> np.ndarray:
-    """Sampling distribution over samples (float64, sums to 1).
+# The three Eq. 9 terms of each formula, in `selection_terms` order (summary.json names them so).
+TERM_NAMES = {"paper": ("alpha[-dH]+", "beta*H_strong", "gamma[dH]+"),
+              "reference": ("alpha*H_weak", "beta[-dH]+", "gamma[dH]+")}
+FORMULAS = tuple(TERM_NAMES)
 
-    "paper" (Eq. 9, dH = H_strong - H_weak as in Eq. 8):
-        p_i ∝ alpha * [-dH_i]_+ + beta * H_strong_i + gamma * [dH_i]_+
+
+def entropy_gap(h_strong, h_weak) -> np.ndarray:
+    """Paper Eq. 8: dH_i = H_strong_i - H_weak_i (positive where the strong model is more uncertain)."""
+    return np.asarray(h_strong, dtype=np.float64) - np.asarray(h_weak, dtype=np.float64)
+
+
+def selection_terms(h_strong, h_weak, alpha: float = 0.1, beta: float = 0.8, gamma: float = 0.1,
+                    formula: str = "paper") -> np.ndarray:
+    """The three weighted terms of the sampling weight per sample, `[3, N]` float64, named by
+    `TERM_NAMES[formula]`; their sum over the first axis is the unnormalized weight.
+
+    "paper" (Eq. 9): alpha * [-dH_i]_+ , beta * H_strong_i , gamma * [dH_i]_+
     "reference" (the public reference code): each term normalized separately, the WEAK entropy as the
-        difficulty term:  p = alpha * H_weak/ΣH_weak + beta * [-dH]_+/Σ[-dH]_+ + gamma * [dH]_+/Σ[dH]_+
-        (a term whose sum is 0 contributes nothing), then normalized.
+        difficulty term: alpha * H_weak/sum(H_weak) , beta * [-dH]_+/sum([-dH]_+) , gamma * [dH]_+/sum([dH]_+)
+        (a term whose sum is 0 contributes nothing).
     """
     if formula not in FORMULAS:
         raise ValueError(f"formula must be one of {FORMULAS}, got {formula!r}")
     hs, hw = _validate(h_strong, h_weak, alpha, beta, gamma)
-    delta = hs - hw
+    delta = entropy_gap(hs, hw)
     if formula == "paper":
-        raw = alpha * np.maximum(-delta, 0.0) + beta * hs + gamma * np.maximum(delta, 0.0)
-    else:
-        raw = (alpha * _normalized(hw) + beta * _normalized(np.maximum(-delta, 0.0))
-               + gamma * _normalized(np.maximum(delta, 0.0)))
+        return np.stack([alpha * np.maximum(-delta, 0.0), beta * hs, gamma * np.maximum(delta, 0.0)])
+    return np.stack([alpha * _normalized(hw), beta * _normalized(np.maximum(-delta, 0.0)),
+                     gamma * _normalized(np.maximum(delta, 0.0))])
+
+
+def selection_weights(h_strong, h_weak, alpha: float = 0.1, beta: float = 0.8, gamma: float = 0.1,
+                      formula: str = "paper") -> np.ndarray:
+    """Sampling distribution over samples (float64, sums to 1): the `selection_terms` summed, normalized
+    (paper Eq. 9: p_i ∝ alpha [-dH_i]_+ + beta H_strong_i + gamma [dH_i]_+)."""
+    return weights_from_terms(selection_terms(h_strong, h_weak, alpha, beta, gamma, formula))
+
+
+def weights_from_terms(terms: np.ndarray) -> np.ndarray:
+    """The sampling distribution from `selection_terms`: their sum per sample, normalized to 1."""
+    raw = terms.sum(axis=0)
     total = raw.sum()
     if not total > 0:
         raise ValueError("all selection weights are zero (entropies and coefficients give no mass)")

@@ -40,7 +40,7 @@ QUICK = replace(DEFAULT, recipe="examples/study/plateau_quick.yaml", num_train=4
 def prepare(out: Path, setup: BundledSetup, say=print) -> list[str]:
     """Write task/, tokenizer/, base_model/ (M0), data/train and data/test into `out` (each skipped when
     present); return the recipe overrides that point a study at them."""
-    from megatron_wmss.quickstart import cli as quickstart
+    from megatron_wmss.quickstart import steps as quickstart
     from megatron_wmss.quickstart.base_model import BaseModelConfig
     from megatron_wmss.quickstart.task import TASK_PRESETS
 
@@ -81,7 +81,7 @@ def _recipe_seq_length(setup: BundledSetup) -> int:
 
 def _preprocess_heldout(out: Path, max_len: int, say) -> None:
     """The held-out problems as preprocessed data too: the held-out loss of every evaluated model."""
-    from megatron_wmss.data.preprocess import main as preprocess
+    from megatron_wmss.quickstart.steps import run_wmss
     from megatron_wmss.quickstart.task import SYSTEM_PROMPT
 
     if (out / "data" / "test.manifest.json").is_file():
@@ -90,5 +90,5 @@ def _preprocess_heldout(out: Path, max_len: int, say) -> None:
             "--output-prefix", str(out / "data" / "test"), "--require-format", "--verify-answers",
             "--max-seq-length", str(max_len), "--system-prompt", SYSTEM_PROMPT]
     say("held-out set: wmss preprocess " + " ".join(argv))
-    if preprocess(argv) != 0:
+    if run_wmss(["preprocess", *argv]) != 0:
         raise SystemExit("wmss study: preprocessing the held-out problems failed (see above)")

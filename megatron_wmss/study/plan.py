@@ -70,7 +70,7 @@ class StudyPlan:
         return self.m1 or self.phase1 / "export" / "model"
 
     def weak_checkpoint(self) -> Path:
-        from megatron_wmss.config import weak_step
+        from megatron_wmss.pipeline import weak_step
         from megatron_wmss.training.loop import snapshot_dir
 
         if self.weak_model:
@@ -93,9 +93,9 @@ class StudyPlan:
 
     # ---- budgets
     def num_samples(self) -> int:
-        from megatron_wmss.train import open_dataset
+        from megatron_wmss.data import open_sft_dataset
 
-        return len(open_dataset(self.cfg))
+        return len(open_sft_dataset(self.cfg.data))
 
     def phase1_steps(self) -> int:
         from megatron_wmss import budget
@@ -117,7 +117,7 @@ class StudyPlan:
         return [] if lr is None else [f"training.lr={lr!r}", f"training.min_lr={min(lr, self.cfg.training.min_lr)!r}"]
 
     def phase1_export_steps(self) -> list[int]:
-        from megatron_wmss.config import weak_step
+        from megatron_wmss.pipeline import weak_step
 
         steps = set(self.cfg.study.curve_steps)
         if weak_step(self.cfg.wmss.weak) is not None and not self.weak_model:
@@ -182,10 +182,10 @@ class StudyPlan:
                    is_done=lambda: (out / "active_set.txt").is_file() and (out / "summary.json").is_file())
 
     def _write_random_set(self, seed: int) -> None:
-        from megatron_wmss.train import open_dataset
+        from megatron_wmss.data import open_sft_dataset
 
         active = (self.select_dir(seed) / "active_set.txt").read_text().split()
-        ids = random_subset(open_dataset(self.cfg).sample_ids, len(set(active)), seed)
+        ids = random_subset(open_sft_dataset(self.cfg.data).sample_ids, len(set(active)), seed)
         tmp = self.select_dir(seed) / "random_set.txt.tmp"
         tmp.write_text("".join(i + "\n" for i in ids))
         tmp.replace(self.select_dir(seed) / "random_set.txt")
@@ -212,12 +212,12 @@ class StudyPlan:
 
     def eval_jobs(self, name: str, checkpoint: Path, directory: Path, deps=()) -> list[Job]:
         """Export `checkpoint` to `directory/hf`, evaluate it into `directory/eval` and (study.heldout_data)
-        measure its held-out loss: one process (megatron_wmss/study/evaluate.py), each part resumable."""
+        measure its held-out loss: one process (megatron_wmss/commands/evaluate_model.py), each part resumable."""
         hf, ev = directory / "hf", directory / "eval"
         heldout = self.cfg.study.heldout_data
 
         def command():
-            cmd = [sys.executable, "-m", "megatron_wmss.study.evaluate", "--load", str(checkpoint), "--hf", str(hf)]
+            cmd = [sys.executable, "-m", "megatron_wmss.commands.evaluate_model", "--load", str(checkpoint), "--hf", str(hf)]
             if heldout:
                 cmd += ["--heldout-data", heldout, "--seq-length", str(self.cfg.data.seq_length),
                         "--heldout-out", str(ev / "heldout_loss.json")]

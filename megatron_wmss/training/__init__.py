@@ -1,1 +1,2 @@
-"""One training loop for both objectives: `sft` (one model) and `wmss` (WD-JT, paper Eq. 5-6)."""
+"""Training: one loop (loop.py) for every train module (train_module.py): SFT (sft.py) and WD-JT (wdjt.py,
+paper Eq. 5-6)."""

@@ -24,7 +24,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from megatron_wmss.checkpoint import load_sharded_strict, unwrap_model
+from megatron.core.utils import unwrap_model
+
+from megatron_wmss.checkpoint import load_sharded_strict
 
 _SHARDING = {"distrib_optim_sharding_type": "dp_reshardable"}  # the format that works on CPU too
 

@@ -8,17 +8,13 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from megatron_wmss.checkpoint import unwrap_model
+from megatron_wmss.checkpoint import save_model, write_model_metadata
 
 
-def export_branches(model, out_root: str | Path, hf_config: dict, tokenizer_dir: str | Path | None) -> dict:
-    """Write `<out_root>/strong` and `<out_root>/weak` (pair) or `<out_root>/model` (single model), each a
-    megatron dist checkpoint plus hf_config.json and tokenizer files; atomic per branch (tmp + rename)."""
-    from megatron_wmss.checkpoint import save_model, write_model_metadata
-    from megatron_wmss.models.pair import WeakStrongPair
-
-    inner = unwrap_model(model)
-    branches = inner.branches() if isinstance(inner, WeakStrongPair) else {"model": inner}
+def export_branches(branches: dict, out_root: str | Path, hf_config: dict, tokenizer_dir: str | Path | None) -> dict:
+    """Write `<out_root>/<name>` for each branch (name -> module, e.g. a train module's `branches`: strong
+    and weak for WD-JT, model for SFT), each a megatron dist checkpoint plus hf_config.json and tokenizer
+    files; atomic per branch (tmp + rename). Returns name -> directory."""
     out_root = Path(out_root)
     rank0 = not dist.is_initialized() or dist.get_rank() == 0
     written = {}

@@ -1,5 +1,5 @@
-"""The training loop shared by `sft` and `wmss` (WD-JT): megatron schedules, optimizer and scheduler,
-logging, checkpoints every N steps and at the end, exact resume, NaN/Inf stop, branch export."""
+"""The training loop of every train module (train_module.py): megatron schedules, optimizer and
+scheduler, logging, checkpoints every N steps and at the end, exact resume, NaN/Inf stop, snapshots."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from megatron.core.utils import unwrap_model
 
 from megatron_wmss.distributed import compute_device
 
@@ -22,7 +23,15 @@ class TrainResult:
     steps: int
     checkpoint: Path
     metrics: dict  # the last step's metrics (on the logging rank; empty elsewhere)
-    model: object  # the trained DDP-wrapped model, for export
+    model: object  # the trained DDP-wrapped model
+    train_module: object
+
+    def export(self, out_root: str | Path, hf_config: dict, tokenizer_dir: str | Path | None) -> dict:
+        """Each trained branch as a model checkpoint under `out_root` (export.py)."""
+        from megatron_wmss.training.export import export_branches
+
+        return export_branches(self.train_module.branches(unwrap_model(self.model)), out_root, hf_config,
+                               tokenizer_dir)
 
 
 def _reduce_logged(losses: list[dict], dp_group) -> dict:
@@ -57,8 +66,8 @@ def snapshot_dir(run_dir: str | Path, step: int) -> Path:
 
 def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, resume: bool = True,
           name: str = "train", tokenizer_dir: str | Path | None = None) -> TrainResult:
-    """Train `cfg.training.objective` on `dataset` (an SFTDataset); checkpoints go to
-    `<run_dir>/checkpoints`. `init` names the starting model checkpoint(s), see components.py. After
+    """Train the train module of `cfg.training.objective` on `dataset` (an SFTDataset); checkpoints go
+    to `<run_dir>/checkpoints`. `init` maps the module's branches to starting model checkpoints. After
     each step in `training.export_steps` the branches are exported to `snapshot_dir(run_dir, step)`."""
     from megatron.core import parallel_state
     from megatron.core.pipeline_parallel import get_forward_backward_func
@@ -67,16 +76,16 @@ def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, res
     from megatron_wmss.training.batches import GlobalBatchSchedule
     from megatron_wmss.training.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
     from megatron_wmss.training.components import build_components
-    from megatron_wmss.training.export import export_branches
     from megatron_wmss.training.logger import TrainingLogger
-    from megatron_wmss.training.objectives import forward_step_for
+    from megatron_wmss.training.train_module import train_module_for
 
     t, run_dir = cfg.training, Path(run_dir)
     layout = current_layout()
     schedule = GlobalBatchSchedule(dataset, global_batch_size=t.global_batch_size,
                                    micro_batch_size=t.micro_batch_size, dp_size=layout.dp, dp_rank=layout.dp_rank,
                                    epochs=t.epochs, train_iters=t.train_iters, phase=t.data_phase)
-    parts = build_components(cfg, hf_config, init, schedule.total_steps)
+    train_module = train_module_for(cfg)
+    parts = build_components(cfg, train_module, hf_config, init, schedule.total_steps)
     distributed_optimizer = cfg.parallel.use_distributed_optimizer
     ckpt_root = run_dir / "checkpoints"
     start_step, latest = 0, latest_checkpoint(ckpt_root) if resume else None
@@ -88,7 +97,6 @@ def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, res
                             log_interval=t.log_interval, tensorboard=t.tensorboard, enabled=is_logger, name=name)
     if is_logger and latest is not None:
         print(f"[{name}] resumed from {latest} at step {start_step}", flush=True)
-    forward_step = forward_step_for(t.objective, cfg.wmss.lam)
     forward_backward = get_forward_backward_func()
     dp_group = parallel_state.get_data_parallel_group()
     metrics: dict = {}
@@ -98,7 +106,7 @@ def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, res
             parts.model.zero_grad_buffer()
             parts.optimizer.zero_grad()
             losses = forward_backward(
-                forward_step_func=forward_step, data_iterator=iter(schedule.micro_batches(step)), model=parts.model,
+                forward_step_func=train_module.forward_step, data_iterator=iter(schedule.micro_batches(step)), model=parts.model,
                 num_microbatches=schedule.num_microbatches, seq_length=cfg.data.seq_length,
                 micro_batch_size=t.micro_batch_size, forward_only=False)
             metrics = _reduce_logged(losses, dp_group) if layout.is_last_stage else {}
@@ -108,7 +116,8 @@ def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, res
             parts.scheduler.step(increment=1)
             logger.log(step + 1, metrics)
             if step + 1 in t.export_steps and step + 1 > start_step:  # earlier ones preceded the checkpoint
-                export_branches(parts.model, snapshot_dir(run_dir, step + 1), hf_config, tokenizer_dir)
+                TrainResult(step + 1, latest, metrics, parts.model, train_module).export(
+                    snapshot_dir(run_dir, step + 1), hf_config, tokenizer_dir)
             last = step + 1 == schedule.total_steps
             if last or (t.save_interval and (step + 1) % t.save_interval == 0):
                 latest = save_checkpoint(ckpt_root, step + 1, parts.model, parts.optimizer, parts.scheduler,
@@ -116,4 +125,5 @@ def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, res
                                          keep_last=t.keep_last)
     finally:
         logger.close()
-    return TrainResult(steps=schedule.total_steps, checkpoint=latest, metrics=metrics, model=parts.model)
+    return TrainResult(steps=schedule.total_steps, checkpoint=latest, metrics=metrics, model=parts.model,
+                       train_module=train_module)

@@ -1,7 +1,7 @@
 """Evaluate one trained model of a study in one process: `wmss convert megatron-to-hf`, `wmss eval` and the
-held-out loss, each through its own command's `main` and each skipped when its output exists.
+held-out loss, each through the `wmss` dispatcher in this process (megatron_wmss.cli) and each skipped when its output exists.
 
-  python -m megatron_wmss.study.evaluate --load CKPT --hf HF_DIR [--heldout-data PREFIX --seq-length S \
+  python -m megatron_wmss.commands.evaluate_model --load CKPT --hf HF_DIR [--heldout-data PREFIX --seq-length S \
       --heldout-out FILE] -- <wmss eval arguments>
 
 Why one process for three commands: a study evaluates dozens of models, and on a CPU machine starting
@@ -19,7 +19,7 @@ from pathlib import Path
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     at = argv.index("--") if "--" in argv else len(argv)
-    parser = argparse.ArgumentParser(prog="python -m megatron_wmss.study.evaluate", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m megatron_wmss.commands.evaluate_model", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--load", required=True, help="megatron model checkpoint")
     parser.add_argument("--hf", required=True, help="HF directory to export to")
@@ -28,15 +28,14 @@ def main(argv=None) -> int:
     parser.add_argument("--heldout-out", help="JSON file for the held-out loss")
     args = parser.parse_args(argv[:at])
     eval_args = argv[at + 1:]
-    from megatron_wmss.convert.cli import main as convert
-    from megatron_wmss.eval.cli import main as wmss_eval
+    from megatron_wmss.cli import main as wmss
 
     hf, source = Path(args.hf), Path(args.hf) / "SOURCE"  # which checkpoint the HF directory holds
     if not source.is_file() or source.read_text() != str(args.load):
-        if convert(["megatron-to-hf", "--load", args.load, "--out", str(hf), "--overwrite"]) != 0:
+        if wmss(["convert", "megatron-to-hf", "--load", args.load, "--out", str(hf), "--overwrite"]) != 0:
             return 2
         source.write_text(str(args.load))
-    if eval_args and wmss_eval(eval_args) != 0:
+    if eval_args and wmss(["eval", *eval_args]) != 0:
         return 2
     if args.heldout_data and not Path(args.heldout_out).is_file():
         from megatron_wmss.study.heldout import main as heldout

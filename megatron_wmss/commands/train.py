@@ -29,50 +29,24 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
-def open_dataset(cfg):
-    from megatron_wmss.data import SFTDataset, read_manifest
-
-    tokenizer = read_manifest(cfg.data.path).get("tokenizer", {})
-    pad = tokenizer.get("pad_token_id")
-    if pad is None:
-        pad = tokenizer.get("eos_token_id") or 0
-    return SFTDataset(cfg.data.path, cfg.data.seq_length, pad_token_id=int(pad), seed=cfg.data.seed,
-                      pack=cfg.data.pack)
-
-
-def resolve_architecture(cfg, init: dict) -> tuple[dict, Path | None]:
-    """(HF config dict, tokenizer dir) from the first init checkpoint's metadata, else model.hf_path."""
-    from megatron_wmss.checkpoint import read_model_metadata
-    from megatron_wmss.config import ConfigError
-    from megatron_wmss.models.build import load_hf_config
-
-    for path in init.values():
-        if path:
-            meta = read_model_metadata(path)
-            return meta["hf_config"], meta["tokenizer_dir"]
-    if not cfg.model.hf_path:
-        raise ConfigError("give --init-model/--init-strong or set model.hf_path")
-    return load_hf_config(cfg.model.hf_path), Path(cfg.model.hf_path)
-
-
 def main(argv=None) -> int:
     args = _parse(argv)
     from megatron_wmss import distributed
+    from megatron_wmss.checkpoint import resolve_architecture
     from megatron_wmss.config import ConfigError, load_config
-    from megatron_wmss.training.export import export_branches
+    from megatron_wmss.data import open_sft_dataset
     from megatron_wmss.training.loop import train
+    from megatron_wmss.training.train_module import train_module_for
 
     cfg = load_config(args.config, args.overrides)
-    if cfg.training.objective == "sft":
-        init = {"model": args.init_model}
-    else:
-        if not (args.init_strong and args.init_weak):
-            raise ConfigError("training.objective=wmss needs --init-strong and --init-weak")
-        init = {"strong": args.init_strong, "weak": args.init_weak}
-    hf_config, tokenizer_dir = resolve_architecture(cfg, init)
+    init = {branch: getattr(args, f"init_{branch}") for branch in train_module_for(cfg).init_branches}
+    if len(init) > 1 and not all(init.values()):  # a pair starts from two checkpoints; one model may start random
+        raise ConfigError(f"training.objective={cfg.training.objective} needs "
+                          + " and ".join(f"--init-{branch}" for branch in init))
+    hf_config, tokenizer_dir = resolve_architecture(init, cfg.model.hf_path)
     distributed.initialize(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp, vpp=cfg.parallel.vpp,
                            seed=cfg.training.seed)
-    dataset = open_dataset(cfg)
+    dataset = open_sft_dataset(cfg.data)
     if args.active_set:
         from megatron_wmss.training.batches import ActiveSubset
 
@@ -80,7 +54,7 @@ def main(argv=None) -> int:
     result = train(cfg, dataset=dataset, hf_config=hf_config, init=init,
                    run_dir=cfg.run_dir, resume=not args.no_resume, tokenizer_dir=tokenizer_dir)
     if not args.no_export:
-        export_branches(result.model, Path(cfg.run_dir) / "export", hf_config, tokenizer_dir)
+        result.export(Path(cfg.run_dir) / "export", hf_config, tokenizer_dir)
     distributed.print_rank0(f"wmss train: done, {result.steps} steps, checkpoint {result.checkpoint}")
     distributed.destroy()
     return 0

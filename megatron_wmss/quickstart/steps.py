@@ -1,23 +1,9 @@
-"""`wmss quickstart`: the whole WMSS pipeline on one CPU box in minutes.
-
-  1. task        multi-step arithmetic word problems as AM-schema chat rows, train / held-out test split
-  2. tokenizer   byte-level BPE trained on the task text, saved as a HF tokenizer with a ChatML template
-  3. base model  tiny Qwen3 HF model, pre-trained briefly on plain (unlabelled) task text -> M0
-  4. preprocess  `wmss preprocess`: chat rows -> indexed .bin/.idx with assistant-only loss masks
-  5. WMSS        `wmss run`: HF -> megatron, Phase 1 SFT, WD-DS, WD-JT, export to HF
-  6. baseline    `wmss run --baseline sft`: SFT from M0 for as many optimizer steps as WMSS's Phase 1 +
-                 WD-JT (step-matched: wmss.step_matched), export to HF
-  7. eval        `wmss eval --benchmark-file` on the held-out problems (math-verify grading): WMSS and
-                 the SFT baseline, plus M0 and M1 (Phase 1 SFT, exported with `wmss convert`) for context
-  8. report      results table, PNG (loss curves, WD-DS entropies), report.md and results.json in --out
-
-Steps 4-7 are the production commands (the same code a cluster run uses). A second run with the same
---out skips every finished step and resumes unfinished ones. See docs/quickstart.md.
-"""
+"""The steps of `wmss quickstart` (megatron_wmss/commands/quickstart.py): each writes its outputs under
+the quickstart directory, skips itself when they exist and returns its wall time (None when skipped).
+The production commands (`wmss preprocess`, `wmss run`, `wmss eval`, `wmss convert`) run as processes."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -25,7 +11,6 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,38 +19,17 @@ BENCH_NAME = "arith"
 STATE_FILE = "quickstart.json"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wmss quickstart", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default="runs/quickstart", help="run directory (rerun with the same one to resume)")
-    p.add_argument("--seed", type=int, default=1234, help="task, tokenizer, M0 and training seed")
-    p.add_argument("--tp", type=int, default=1, help="tensor parallel size of `wmss run` (CPU processes)")
-    p.add_argument("--recipe", default=str(DEFAULT_RECIPE), help="recipe for both `wmss run` calls")
-    p.add_argument("--arch", choices=("qwen3", "gemma3"), default="qwen3",
-                   help="M0's architecture: tiny Qwen3, or tiny Gemma-3 text (sliding-window + global layers)")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.OPTION=VALUE",
-                   help="extra recipe override for both runs (repeatable)")
-    g = p.add_argument_group("size (the defaults take ~4.5 minutes on 2 idle CPU cores)")
-    g.add_argument("--num-train", type=int, default=2000, help="training problems (|D|)")
-    g.add_argument("--num-test", type=int, default=200, help="held-out problems")
-    g.add_argument("--pretrain-docs", type=int, default=16000, help="unlabelled documents for M0")
-    g.add_argument("--pretrain-steps", type=int, default=150, help="M0 pre-training steps")
-    g.add_argument("--hidden-size", type=int, default=128)
-    g.add_argument("--layers", type=int, default=4)
-    g.add_argument("--ffn-size", type=int, default=384)
-    g.add_argument("--vocab-size", type=int, default=1024, help="BPE vocabulary budget (fewer if the text "
-                   "runs out of merges)")
-    g.add_argument("--max-new-tokens", type=int, default=128, help="evaluation generation limit")
-    g.add_argument("--eval-batch-size", type=int, default=50)
-    return p
-
-
 # ---------------------------------------------------------------------------------------------------
 # small helpers
 
 
-def _say(msg: str) -> None:
+def say(msg: str) -> None:
     print(f"[quickstart] {msg}", flush=True)
+
+
+def run_wmss(argv: list[str]) -> int:
+    """`wmss <argv>` as a process (its output goes to this one's); returns its exit status."""
+    return subprocess.run([sys.executable, "-m", "megatron_wmss.cli", *argv]).returncode
 
 
 class State:
@@ -191,7 +155,7 @@ def step_task(out: Path, task_cfg, num_docs: int) -> float | None:
         return None
     t = time.monotonic()
     write_task(out / "task", task_cfg, num_docs)
-    _say(f"task: {task_cfg.num_train} train / {task_cfg.num_test} held-out problems -> {out / 'task'}")
+    say(f"task: {task_cfg.num_train} train / {task_cfg.num_test} held-out problems -> {out / 'task'}")
     return time.monotonic() - t
 
 
@@ -219,7 +183,7 @@ def step_tokenizer(out: Path, vocab_size: int) -> float | None:
         return None
     t = time.monotonic()
     tok = train_tokenizer(out / "tokenizer", _tokenizer_corpus(out), vocab_size)
-    _say(f"tokenizer: byte-level BPE, {len(tok)} tokens -> {out / 'tokenizer'}")
+    say(f"tokenizer: byte-level BPE, {len(tok)} tokens -> {out / 'tokenizer'}")
     return time.monotonic() - t
 
 
@@ -231,8 +195,8 @@ def step_base_model(out: Path, model_cfg, arch: str = "qwen3") -> float | None:
         return None
     t = time.monotonic()
     docs = read_pretrain_docs(out / "task")
-    pretrain(out / "base_model", out / "tokenizer", docs, model_cfg, log=_say, arch=arch)
-    _say(f"M0 saved -> {out / 'base_model'}")
+    pretrain(out / "base_model", out / "tokenizer", docs, model_cfg, log=say, arch=arch)
+    say(f"M0 saved -> {out / 'base_model'}")
     return time.monotonic() - t
 
 
@@ -245,13 +209,11 @@ def preprocess_argv(out: Path, max_len: int) -> list[str]:
 
 
 def step_preprocess(out: Path, max_len: int) -> float | None:
-    from megatron_wmss.data.preprocess import main as preprocess
-
     if (out / "data" / "train.manifest.json").is_file():
         return None
     t = time.monotonic()
-    _say("wmss preprocess " + shlex.join(preprocess_argv(out, max_len)))
-    if preprocess(preprocess_argv(out, max_len)) != 0:
+    say("wmss preprocess " + shlex.join(preprocess_argv(out, max_len)))
+    if run_wmss(["preprocess", *preprocess_argv(out, max_len)]) != 0:
         raise SystemExit("wmss quickstart: wmss preprocess failed (see above)")
     counts = json.loads((out / "data" / "train.manifest.json").read_text())["counts"]
     if counts["dropped"]:
@@ -270,7 +232,7 @@ def run_command(args, out: Path, baseline: bool) -> list[str]:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.tp}",
                     "-m", "megatron_wmss.cli"]
     # Step-matched budgets: Phase 1 = 1 epoch of D, WD-JT as many steps again, baseline = their sum.
-    phase_steps = math.ceil(args.num_train / _recipe_value(args, "training", "global_batch_size"))
+    phase_steps = math.ceil(args.num_train / recipe_value(args, "training", "global_batch_size"))
     overrides = [f"model.hf_path={out / 'base_model'}", f"data.path={out / 'data' / 'train'}",
                  f"wmss.sft_steps={phase_steps}", f"wmss.wdjt_steps={phase_steps}", "wmss.step_matched=true",
                  f"run_dir={out / 'run'}", f"parallel.tp={args.tp}", f"training.seed={args.seed}",
@@ -320,7 +282,7 @@ def step_runs(args, out: Path, state: State) -> None:
                         launched["wmss"].wait()  # raises with the log
                 else:
                     launched["wmss"].wait()
-            _say(("SFT baseline: " if name == "baseline" else "WMSS: ") + shlex.join(cmd))
+            say(("SFT baseline: " if name == "baseline" else "WMSS: ") + shlex.join(cmd))
             launched[name] = Launched(cmd, out / "logs" / f"{name}_run.log", env=env,
                                       prefix="(baseline) " if concurrent and name == "baseline" else "")
         for proc in launched.values():
@@ -372,25 +334,23 @@ def step_export_m1(out: Path) -> float | None:
     if (out / "run" / "phase1_sft_hf" / "config.json").is_file():
         return None
     t = time.monotonic()
-    _say("M1 to HF: wmss " + shlex.join(m1_export_command(out)[3:]))
+    say("M1 to HF: wmss " + shlex.join(m1_export_command(out)[3:]))
     Launched(m1_export_command(out), out / "logs" / "m1_export.log", env=dict(os.environ, OMP_NUM_THREADS="1")).wait()
     return time.monotonic() - t
 
 
 def step_eval(args, out: Path, name: str) -> float | None:
-    from megatron_wmss.eval.cli import main as wmss_eval
-
     summary = out / "run" / "eval" / name / "summary.json"
     if summary.is_file() and BENCH_NAME in json.loads(summary.read_text()).get("benchmarks", {}):
         return None
     t = time.monotonic()
-    _say("wmss eval " + shlex.join(eval_argv(args, out, name)))
-    if wmss_eval(eval_argv(args, out, name)) != 0:
+    say("wmss eval " + shlex.join(eval_argv(args, out, name)))
+    if run_wmss(["eval", *eval_argv(args, out, name)]) != 0:
         raise SystemExit(f"wmss quickstart: wmss eval of {name} failed (see above)")
     return time.monotonic() - t
 
 
-def _recipe_value(args, section: str, option: str):
+def recipe_value(args, section: str, option: str):
     from megatron_wmss.config import load_config
 
     cfg = load_config(args.recipe, [s for s in args.set])
@@ -429,53 +389,3 @@ def step_report(args, out: Path, state: State, settings: dict, argv: list[str]) 
     (out / "results.json").write_text(json.dumps({k: v for k, v in res.items() if k not in ("curves", "scores")},
                                                  indent=1) + "\n")
     return {"table": table, "results": res}
-
-
-# ---------------------------------------------------------------------------------------------------
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    from megatron_wmss.quickstart.base_model import BaseModelConfig
-    from megatron_wmss.quickstart.task import TaskConfig
-
-    if args.tp < 1:
-        raise SystemExit("wmss quickstart: --tp must be >= 1")
-    if not Path(args.recipe).is_file():
-        raise SystemExit(f"wmss quickstart: recipe {args.recipe} not found (run from a clone of the repository, "
-                         "or pass --recipe)")
-    args.recipe = str(Path(args.recipe).resolve())
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    task_cfg = TaskConfig(num_train=args.num_train, num_test=args.num_test, seed=args.seed)
-    model_cfg = BaseModelConfig(hidden_size=args.hidden_size, num_layers=args.layers,
-                                intermediate_size=args.ffn_size, steps=args.pretrain_steps, seed=args.seed)
-    max_len = _recipe_value(args, "data", "seq_length")
-    settings = {"task": asdict(task_cfg), "base_model": asdict(model_cfg), "pretrain_docs": args.pretrain_docs,
-                "vocab_size": args.vocab_size, "tp": args.tp, "recipe": Path(args.recipe).read_text(),
-                "overrides": args.set, "max_seq_length": max_len, "max_new_tokens": args.max_new_tokens}
-    if args.arch != "qwen3":  # recorded only when not the default, so default runs' settings stay as before
-        settings["arch"] = args.arch
-    state = State(out, settings)
-    t0 = time.monotonic()
-    _say(f"run directory {out} (seed {args.seed}, tp {args.tp})")
-    state.record("task", step_task(out, task_cfg, args.pretrain_docs))
-    state.record("tokenizer", step_tokenizer(out, args.vocab_size))
-    state.record("M0 pre-training (plain task text)", step_base_model(out, model_cfg, args.arch))
-    state.record("wmss preprocess", step_preprocess(out, max_len))
-    step_runs(args, out, state)
-    state.record("M1 export to HF", step_export_m1(out))
-    for name in EVALUATED:
-        state.record(f"eval {EVALUATED[name][1]}", step_eval(args, out, name))
-    state.save()
-    result = step_report(args, out, state, settings, argv)
-    print()
-    print(result["table"])
-    _say(f"this invocation took {time.monotonic() - t0:.0f} s; report: {out / 'report.md'}, "
-         f"{out / 'report.png'}, {out / 'results.json'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

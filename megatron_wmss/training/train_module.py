@@ -1,0 +1,58 @@
+"""A train module: one way of training (OLMo-core's TrainModule). It owns how its model is built and
+loaded, its forward step and loss for megatron's pipeline schedules, and which branches it exports; the
+training loop (loop.py) calls these and knows no objective by name. The implementations: sft.py (plain
+cross-entropy) and wdjt.py (WD-JT, paper Eq. 5-6); `train_module_for` picks one from the recipe.
+
+Forward steps return the loss summed over the micro-batch's supervised tokens together with their
+count; with `calculate_per_token_loss` megatron divides the gradients by the supervised-token count of
+the whole global batch (all micro-batches, all data-parallel ranks), i.e. CE per supervised token.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+
+from megatron_wmss.losses import IGNORE_INDEX
+
+
+class TrainModule(ABC):
+    init_branches: tuple[str, ...]  # the starting model checkpoints it needs, by branch name
+
+    @abstractmethod
+    def build_model(self, tcfg, arch, init: dict):
+        """(module, finalize_model_grads function): the model(s) built from `tcfg`/`arch` with the
+        weights of the checkpoints in `init` (branch -> directory) loaded."""
+
+    @abstractmethod
+    def forward_step(self, data_iterator, model):
+        """megatron's forward_step_func: (output tensor, loss function of it)."""
+
+    @abstractmethod
+    def branches(self, module) -> dict:
+        """The trained model(s) to export, by name, from the unwrapped module."""
+
+
+def masked_labels(batch: dict) -> torch.Tensor:
+    """[s, b] labels with unsupervised positions set to IGNORE_INDEX."""
+    return torch.where(batch["loss_mask"] > 0, batch["labels"], IGNORE_INDEX).transpose(0, 1).contiguous()
+
+
+def reduced(loss_sum, mask, **diagnostics):
+    """(loss, num_tokens, logged) in megatron's 3-tuple loss_func convention; every logged quantity is
+    a (sum, supervised tokens) pair that the loop turns into a per-token mean."""
+    num_tokens = mask.sum().to(torch.int)
+    logged = {"loss": torch.stack([loss_sum.detach(), mask.sum()])}
+    for name, value in diagnostics.items():
+        logged[name] = torch.stack([value.detach(), mask.sum()])
+    return loss_sum, num_tokens, logged
+
+
+def train_module_for(cfg) -> TrainModule:
+    """The train module of `training.objective` ("sft" or "wmss"), configured from the recipe."""
+    from megatron_wmss.training.sft import SFT
+    from megatron_wmss.training.wdjt import WDJT
+
+    modules = {"sft": SFT, "wmss": WDJT}
+    return modules[cfg.training.objective].from_recipe(cfg)
