@@ -44,7 +44,6 @@ def train_rank(workdir, runs: dict):
     from megatron.core import parallel_state
 
     from megatron_wmss import distributed
-    from megatron_wmss.training.export import export_branches
     from megatron_wmss.training.loop import train
 
     for name, layout in runs.items():
@@ -54,7 +53,7 @@ def train_rank(workdir, runs: dict):
         distributed.initialize(tp=tp, pp=pp, seed=cfg.training.seed)
         result = train(cfg, dataset=ToySFTDataset(), hf_config=TINY_GEMMA3, run_dir=run_dir,
                        init={"strong": f"{workdir}/strong", "weak": f"{workdir}/weak"})
-        export_branches(result.model, run_dir / "export", TINY_GEMMA3, None)
+        result.export(run_dir / "export", TINY_GEMMA3, None)
         parallel_state.destroy_model_parallel()
     distributed.destroy()
 

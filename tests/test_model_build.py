@@ -5,6 +5,7 @@ import torch
 
 from megatron_wmss.models.build import (ArchInfo, UnsupportedModelError, padded_vocab_size,
                                         transformer_config_from_hf)
+from megatron_wmss.models.rope import RopeSpec
 
 QWEN2 = dict(model_type="qwen2", vocab_size=151936, hidden_size=2048, intermediate_size=11008,
              num_hidden_layers=36, num_attention_heads=16, num_key_value_heads=2, rms_norm_eps=1e-6,
@@ -24,7 +25,8 @@ def test_qwen3_4b_fields():
     tcfg, arch = transformer_config_from_hf(QWEN3, tp=8, transformer_impl="local")
     assert arch == ArchInfo(model_type="qwen3", vocab_size=151936, padded_vocab_size=152576,
                             max_position_embeddings=32768, rotary_base=1000000, tie_word_embeddings=True,
-                            qk_layernorm=True, add_qkv_bias=False, transformer_impl="local")
+                            qk_layernorm=True, add_qkv_bias=False, transformer_impl="local",
+                            rope=RopeSpec(theta=1e6))
     assert (tcfg.num_layers, tcfg.hidden_size, tcfg.num_attention_heads) == (36, 2560, 32)
     assert (tcfg.num_query_groups, tcfg.kv_channels, tcfg.ffn_hidden_size) == (8, 128, 9728)
     assert tcfg.qk_layernorm and not tcfg.add_qkv_bias and tcfg.gated_linear_unit
