@@ -2,12 +2,10 @@
 PP=2 to the same losses and parameters as one process (3 steps, as tests/test_training_parallel.py does
 for Qwen3), and the (1 + w) norms, q/k norms and post norms all learn."""
 
-from pathlib import Path
-
 import pytest
 
 from megatron_wmss.testing import run_ranks
-from tests.training_helpers import SEQ, ToySFTDataset, make_config, read_metrics
+from tests.training_helpers import SEQ, init_checkpoints_rank, load_exported_rank, read_metrics, train_runs_rank
 
 LR = 1e-3  # training_helpers.make_config
 TINY_GEMMA3 = dict(model_type="gemma3_text", vocab_size=90, hidden_size=32, intermediate_size=64,
@@ -18,85 +16,31 @@ TINY_GEMMA3 = dict(model_type="gemma3_text", vocab_size=90, hidden_size=32, inte
                    rope_parameters={"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6},
                                     "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}})
 assert TINY_GEMMA3["sliding_window"] < SEQ
-RUNS = {1: {"ref": {}}, 2: {"tp2": dict(tp=2), "pp2": dict(pp=2)}}
+RUNS = {1: [("ref", "wmss", {})], 2: [("tp2", "wmss", dict(tp=2)), ("pp2", "wmss", dict(pp=2))]}
 
 
-def init_rank(workdir):
-    """Two different starting models ('strong', 'weak'), saved with their HF config."""
-    import torch
-
-    from megatron_wmss import distributed
-    from megatron_wmss.checkpoint import save_model, write_model_metadata
-    from megatron_wmss.models.build import build_gpt_model, transformer_config_from_hf
-
-    distributed.initialize(seed=1)
-    tcfg, arch = transformer_config_from_hf(TINY_GEMMA3, make_vocab_size_divisible_by=8)
-    for name, seed in (("strong", 11), ("weak", 22)):
-        torch.manual_seed(seed)
-        model = build_gpt_model(tcfg, arch)
-        save_model(model, Path(workdir) / name)
-        write_model_metadata(Path(workdir) / name, TINY_GEMMA3, None)
-    distributed.destroy()
-
-
-def train_rank(workdir, runs: dict):
-    """Train WD-JT for 3 steps per run (name -> {tp, pp}) and export both branches under <run>/export."""
-    from megatron.core import parallel_state
-
-    from megatron_wmss import distributed
-    from megatron_wmss.training.loop import train
-
-    for name, layout in runs.items():
-        tp, pp = layout.get("tp", 1), layout.get("pp", 1)
-        run_dir = Path(workdir) / name
-        cfg = make_config(run_dir, "wmss", tp, pp)
-        distributed.initialize(tp=tp, pp=pp, seed=cfg.training.seed)
-        result = train(cfg, dataset=ToySFTDataset(), hf_config=TINY_GEMMA3, run_dir=run_dir,
-                       init={"strong": f"{workdir}/strong", "weak": f"{workdir}/weak"})
-        result.export(run_dir / "export", TINY_GEMMA3, None)
-        parallel_state.destroy_model_parallel()
-    distributed.destroy()
-
-
-def load_rank(paths):
-    """{path: {parameter name: tensor}} of exported checkpoints, loaded at TP=1/PP=1."""
-    from megatron_wmss import distributed
-    from megatron_wmss.checkpoint import load_model
-    from megatron_wmss.models.build import build_gpt_model, transformer_config_from_hf
-
-    distributed.initialize(seed=1)
-    tcfg, arch = transformer_config_from_hf(TINY_GEMMA3, make_vocab_size_divisible_by=8)
-    out = {}
-    for path in paths:
-        model = build_gpt_model(tcfg, arch)
-        load_model(model, path)
-        out[path] = {n: p.detach().clone() for n, p in model.named_parameters()}
-    distributed.destroy()
-    return out
-
-
-def init_and_train_rank(workdir, runs: dict):
-    """init_rank then train_rank in one process (process launches are the slow part on CPU)."""
-    init_rank(workdir)
-    train_rank(workdir, runs)
+def init_and_train_rank(workdir, runs: list):
+    """The two starting models, then the single-process run, in one process (launches are the slow part)."""
+    init_checkpoints_rank(workdir, TINY_GEMMA3)
+    train_runs_rank(workdir, runs, TINY_GEMMA3)
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     path = tmp_path_factory.mktemp("gemma3_training")
     run_ranks(init_and_train_rank, 1, str(path), RUNS[1])
-    run_ranks(train_rank, 2, str(path), RUNS[2], timeout_s=600)
+    run_ranks(train_runs_rank, 2, str(path), RUNS[2], TINY_GEMMA3, timeout_s=600)
     return path
 
 
 @pytest.fixture(scope="module")
 def params(workdir):
     paths = [str(workdir / d) for d in ("strong", "weak")]
-    paths += [str(workdir / run / "export" / b) for runs in RUNS.values() for run in runs for b in ("strong", "weak")]
-    return run_ranks(load_rank, 1, paths)[0]
+    paths += [str(workdir / run / "export" / b) for runs in RUNS.values() for run, _, _ in runs for b in ("strong", "weak")]
+    return run_ranks(load_exported_rank, 1, paths, TINY_GEMMA3)[0]
 
 
-@pytest.mark.parametrize("layout", list(RUNS[2]))
+@pytest.mark.parametrize("layout", [run for run, _, _ in RUNS[2]])
 def test_wdjt_gemma3_parallel_matches_single_process(workdir, params, layout):
     losses = [m["loss"] for m in read_metrics(workdir / layout)]
     assert losses == pytest.approx([m["loss"] for m in read_metrics(workdir / "ref")], rel=1e-6)

@@ -52,23 +52,23 @@ def make_config(run_dir, objective="wmss", tp=1, pp=1, dist_opt=False, **over):
     return load_config(overrides=overrides)
 
 
-def init_checkpoints_rank(workdir):
+def init_checkpoints_rank(workdir, hf_config: dict = TINY_QWEN3):
     """Write two different starting models (M_t -> 'strong', M_{t-1} -> 'weak') with metadata."""
     from megatron_wmss import distributed
     from megatron_wmss.checkpoint import save_model, write_model_metadata
     from megatron_wmss.models.build import build_gpt_model, transformer_config_from_hf
 
     distributed.initialize(seed=1)
-    tcfg, arch = transformer_config_from_hf(TINY_QWEN3, make_vocab_size_divisible_by=8)
+    tcfg, arch = transformer_config_from_hf(hf_config, make_vocab_size_divisible_by=8)
     for name, seed in (("strong", 11), ("weak", 22)):
         torch.manual_seed(seed)
         model = build_gpt_model(tcfg, arch)
         save_model(model, Path(workdir) / name)
-        write_model_metadata(Path(workdir) / name, TINY_QWEN3, None)
+        write_model_metadata(Path(workdir) / name, hf_config, None)
     distributed.destroy()
 
 
-def train_runs_rank(workdir, runs):
+def train_runs_rank(workdir, runs, hf_config: dict = TINY_QWEN3):
     """Train each (run_name, objective, options) for 3 steps from the init checkpoints and export its
     branches under <run>/export; one process group, megatron's parallel state rebuilt per run (this
     keeps the number of process launches, the slow part on CPU, small)."""
@@ -85,8 +85,8 @@ def train_runs_rank(workdir, runs):
         distributed.initialize(tp=tp, pp=pp, seed=cfg.training.seed)
         init = {"model": f"{workdir}/strong"} if objective == "sft" else \
             {"strong": f"{workdir}/strong", "weak": f"{workdir}/weak"}
-        result = train(cfg, dataset=ToySFTDataset(), hf_config=TINY_QWEN3, init=init, run_dir=run_dir)
-        result.export(run_dir / "export", TINY_QWEN3, None)
+        result = train(cfg, dataset=ToySFTDataset(), hf_config=hf_config, init=init, run_dir=run_dir)
+        result.export(run_dir / "export", hf_config, None)
         parallel_state.destroy_model_parallel()
     distributed.destroy()
 
@@ -95,14 +95,14 @@ def read_metrics(run_dir) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
 
-def load_exported_rank(paths):
+def load_exported_rank(paths, hf_config: dict = TINY_QWEN3):
     """Parameters of exported model checkpoints, loaded at TP=1/PP=1: {path: {name: tensor}}."""
     from megatron_wmss import distributed
     from megatron_wmss.checkpoint import load_model
     from megatron_wmss.models.build import build_gpt_model, transformer_config_from_hf
 
     distributed.initialize(seed=1)
-    tcfg, arch = transformer_config_from_hf(TINY_QWEN3, make_vocab_size_divisible_by=8)
+    tcfg, arch = transformer_config_from_hf(hf_config, make_vocab_size_divisible_by=8)
     out = {}
     for path in paths:
         model = build_gpt_model(tcfg, arch)
