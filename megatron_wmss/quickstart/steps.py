@@ -38,6 +38,7 @@ class State:
 
     def __init__(self, out: Path, settings: dict):
         self.path = out / STATE_FILE
+        settings = json.loads(json.dumps(settings))  # as stored: tuples become lists
         data = json.loads(self.path.read_text()) if self.path.is_file() else {}
         old = data.get("settings")
         if old is not None and old != settings:
