@@ -1,8 +1,8 @@
 """The bundled study task: the quickstart's generator at the "plateau" difficulty, its tokenizer and a
 tiny pre-trained M0, made on this machine (no downloads), then preprocessed like any dataset.
 
-`wmss study` without `--config` uses it: the default setup is sized so that Phase-1 SFT has
-plateaued below the ceiling (docs/study.md shows the curve); `--quick` is the same study, reduced to
+`wmss study` without `--config` uses it: the default setup is sized so that Phase-1 SFT saturates the
+easy half of the problems and leaves the hard half under-learned (docs/study.md shows the curve); `--quick` is the same study, reduced to
 finish in minutes (a smoke test of the instrument, too small to conclude anything).
 """
 
