@@ -36,9 +36,11 @@ def _scores_by_id(eval_dir: Path) -> dict[str, dict[str, float]]:
     return scores
 
 
-def read_scores(eval_dir: Path) -> stats.Scores:
-    """Per-problem scores (share of correct samples) per benchmark, problems sorted by id."""
-    return {bench: np.array([by_id[k] for k in sorted(by_id)]) for bench, by_id in _scores_by_id(eval_dir).items()}
+def read_scores(eval_dir: Path, by_id: dict | None = None) -> stats.Scores:
+    """Per-problem scores (share of correct samples) per benchmark, problems sorted by id (`by_id`: the
+    samples already read by `_scores_by_id`)."""
+    by_id = _scores_by_id(eval_dir) if by_id is None else by_id
+    return {bench: np.array([scores[k] for k in sorted(scores)]) for bench, scores in by_id.items()}
 
 
 def read_subsets(benchmark_file: str | None) -> dict[str, str]:
@@ -50,11 +52,12 @@ def read_subsets(benchmark_file: str | None) -> dict[str, str]:
     return {str(r["id"]): r["subset"] for r in rows if "subset" in r and "id" in r}
 
 
-def subset_accuracy(eval_dir: Path, subsets: dict[str, str]) -> dict[str, float]:
-    """Accuracy in percent on each subset of the evaluated problems (all benchmarks together)."""
+def subset_accuracy(by_id: dict[str, dict[str, float]], subsets: dict[str, str]) -> dict[str, float]:
+    """Accuracy in percent on each subset of the evaluated problems (all benchmarks together); `by_id`
+    from `_scores_by_id`."""
     groups: dict[str, list[float]] = {}
-    for by_id in _scores_by_id(eval_dir).values():
-        for problem, score in by_id.items():
+    for scores in by_id.values():
+        for problem, score in scores.items():
             if problem in subsets:
                 groups.setdefault(subsets[problem], []).append(score)
     return {name: 100.0 * float(np.mean(v)) for name, v in sorted(groups.items())}
@@ -80,9 +83,10 @@ def _model_result(directory: Path, subsets: dict[str, str]) -> dict | None:
     ev = directory / "eval"
     if not (ev / "samples").is_dir():
         return None
-    result = {"accuracy": stats.accuracy(read_scores(ev))}
+    by_id = _scores_by_id(ev)
+    result = {"accuracy": stats.accuracy(read_scores(ev, by_id))}
     if subsets:
-        result["subsets"] = subset_accuracy(ev, subsets)
+        result["subsets"] = subset_accuracy(by_id, subsets)
     if (ev / "heldout_loss.json").is_file():
         result["heldout_loss"] = json.loads((ev / "heldout_loss.json").read_text())["loss"]
     return result
@@ -101,10 +105,11 @@ def collect(plan: StudyPlan, outcome: Outcome) -> dict:
                 failed.setdefault(arm.name, {})[str(seed)] = outcome.errors.get(broken[0], outcome.status[broken[0]])
                 continue
             run_dir = plan.arm_dir(arm.name, seed)
-            arm_scores[str(seed)] = read_scores(run_dir / "eval")
+            by_id = _scores_by_id(run_dir / "eval")
+            arm_scores[str(seed)] = read_scores(run_dir / "eval", by_id)
             per_seed[str(seed)] = {"accuracy": stats.accuracy(arm_scores[str(seed)]), "steps": trained_steps(run_dir)}
             if subsets:
-                per_seed[str(seed)]["subsets"] = subset_accuracy(run_dir / "eval", subsets)
+                per_seed[str(seed)]["subsets"] = subset_accuracy(by_id, subsets)
             heldout = run_dir / "eval" / "heldout_loss.json"
             if heldout.is_file():
                 per_seed[str(seed)]["heldout_loss"] = json.loads(heldout.read_text())["loss"]
