@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from megatron_wmss.study.plateau import describe
+
 DESCRIPTIONS = {
     "sft": "SFT continued on D (reference)",
     "sft_active": "SFT on D_active (selection only)",
@@ -61,6 +63,8 @@ def markdown(result: dict, meta: dict) -> str:
         for step, point in sorted(p1["points"].items(), key=lambda kv: int(kv[0])):
             loss = f"{point['heldout_loss']:.4f}" if "heldout_loss" in point else "—"
             lines.append(f"| {step} | {point['accuracy']:.1f}% | {loss} |")
+        if p1.get("plateau"):
+            lines += ["", describe(p1["plateau"])]
     sel = result["selection"]
     if sel:
         lines += ["", "## WD-DS selection", "",

@@ -6,7 +6,8 @@ Schema (the keys other tools read; more keys are allowed):
    "paired_vs_sft": {NAME: {"mean_diff": points, "ci95": [lo, hi]}},
    "selection": {"fraction": float, "weight_cv": float, "ess_fraction": float}}
 When the benchmark file's rows carry a "subset" field (the bundled task: "easy" / "hard"), every seed, arm
-and evaluated model also gets "subsets": {SUBSET: accuracy %}.
+and evaluated model also gets "subsets": {SUBSET: accuracy %}. "phase1" holds the evaluated Phase-1
+snapshots and, when one lies an epoch before the end, "plateau" (plateau.py: is Phase 1 flat?).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from megatron_wmss import budget
 from megatron_wmss.study import stats
+from megatron_wmss.study.plateau import plateau_check
 from megatron_wmss.study.plan import StudyPlan
 from megatron_wmss.study.runner import DONE, Outcome
 
@@ -84,7 +87,8 @@ def _model_result(directory: Path, subsets: dict[str, str]) -> dict | None:
     if not (ev / "samples").is_dir():
         return None
     by_id = _scores_by_id(ev)
-    result = {"accuracy": stats.accuracy(read_scores(ev, by_id))}
+    result = {"accuracy": stats.accuracy(read_scores(ev, by_id)),
+              "num_problems": sum(len(problems) for problems in by_id.values())}
     if subsets:
         result["subsets"] = subset_accuracy(by_id, subsets)
     if (ev / "heldout_loss.json").is_file():
@@ -165,4 +169,10 @@ def _phase1(plan: StudyPlan, models: dict) -> dict:
         steps = trained_steps(plan.phase1)
         if models.get("m1"):
             points[str(steps)] = models["m1"]
-    return {"steps": steps, "points": points, "training_curve": _training_curve(plan.phase1)}
+    phase1 = {"steps": steps, "points": points, "training_curve": _training_curve(plan.phase1)}
+    if steps is not None and models.get("m1"):
+        window = budget.epoch_steps(1.0, plan.num_samples(), plan.cfg.training.global_batch_size)
+        check = plateau_check(points, steps, window, models["m1"]["num_problems"])
+        if check:
+            phase1["plateau"] = check
+    return phase1
