@@ -264,7 +264,7 @@ def validate(cfg: Config) -> None:
     e.validate()
 
 
-STUDY_ARMS = ("sft", "sft_active", "random", "wdjt", "wdjt_frozen")
+STUDY_ARMS = ("sft", "sft_active", "random", "wdjt", "wdjt_frozen", "neftune", "undial")
 
 
 def _validate_study(s: StudyConfig) -> None:

@@ -161,3 +161,13 @@ def test_markdown_has_deltas_and_lambda_cross():
                      "alpha": 1.0836, "lambda_cross": 0.49, "samples": ["a"] * 3, "seed": 0})
     assert "Δ `strong_after` − `strong_before`" in text and "-0.5 (-50.0%)" in text
     assert "λ_cross = 1 / (1 + √α) = 0.490" in text
+
+
+def test_bad_model_option_is_a_one_line_error(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "megatron_wmss.cli", "diagnose", "--model", "no-equals-sign",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "--model: expected NAME=CHECKPOINT" in out.stderr
+    assert "Traceback" not in out.stderr

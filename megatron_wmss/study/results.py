@@ -6,7 +6,8 @@ Schema (the keys other tools read; more keys are allowed):
    "paired_vs_sft": {NAME: {"mean_diff": points, "ci95": [lo, hi]}},
    "selection": {"fraction": float, "weight_cv": float, "ess_fraction": float}}
 When the benchmark file's rows carry a "subset" field (the bundled task: "easy" / "hard"), every seed, arm
-and evaluated model also gets "subsets": {SUBSET: accuracy %}.
+and evaluated model also gets "subsets": {SUBSET: accuracy %}. "diagnostics": the logit statistics of
+study/diagnostics.py ({} when no arm was diagnosed).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from megatron_wmss.study import stats
+from megatron_wmss.study import diagnostics, stats
 from megatron_wmss.study.plan import StudyPlan
 from megatron_wmss.study.runner import DONE, Outcome
 
@@ -134,9 +135,10 @@ def collect(plan: StudyPlan, outcome: Outcome) -> dict:
     if "weak" not in models:  # the weak model is one of the Phase-1 curve points
         same = [n for n, c in checkpoints.items() if c == plan.weak_checkpoint()]
         models["weak"] = models[same[0]] if same else None
+    diagnosed = diagnostics.collect({arm.name: {s: plan.arm_dir(arm.name, s) for s in plan.seeds} for arm in plan.arms})
     return {"arms": arms, "paired_vs_sft": paired, "selection": _selection(plan), "failed": failed,
             "models": {k: v for k, v in models.items() if v is not None}, "phase1": _phase1(plan, models),
-            "training_curves": curves}
+            "training_curves": curves, "diagnostics": diagnosed}
 
 
 def _selection(plan: StudyPlan) -> dict:
