@@ -13,6 +13,7 @@ SUBCOMMANDS = {
     "train": "SFT or WD-JT training (launch with torchrun)",
     "select": "WD-DS scoring pass and active-set selection",
     "run": "the whole of Algorithm 1 from a recipe",
+    "diagnose": "logit statistics of models (Tables 6-7, entropy separation, lambda_cross)",
     "eval": "math benchmarks: greedy pass@1 and pass@k",
     "study": "WMSS vs SFT and controls at equal steps, several seeds, CIs",
     "quickstart": "the whole pipeline on a small bundled task, on CPU",

@@ -19,6 +19,9 @@ from megatron_wmss.errors import ConfigError
 from megatron_wmss.eval.config import EvalConfig
 from megatron_wmss.pipeline import PipelineConfig
 from megatron_wmss.selection.config import SelectionConfig
+from megatron_wmss.training.neftune import NEFTuneConfig
+from megatron_wmss.training.train_module import OBJECTIVES
+from megatron_wmss.training.undial import UNDIALConfig
 from megatron_wmss.training.wdjt import WDJTConfig
 
 
@@ -56,7 +59,7 @@ class DataConfig:
 
 @dataclass
 class TrainingConfig:
-    objective: str = "sft"  # "sft" or "wmss" (WD-JT)
+    objective: str = "sft"  # "sft", "wmss" (WD-JT), or the baselines "neftune" / "undial"
     epochs: float = 1.0
     train_iters: Optional[int] = None  # overrides epochs when set
     global_batch_size: int = 512
@@ -114,6 +117,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     wmss: WmssConfig = field(default_factory=WmssConfig)
+    neftune: NEFTuneConfig = field(default_factory=NEFTuneConfig)  # training.objective=neftune
+    undial: UNDIALConfig = field(default_factory=UNDIALConfig)  # training.objective=undial
     eval: EvalConfig = field(default_factory=EvalConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
 
@@ -235,7 +240,7 @@ def validate(cfg: Config) -> None:
     _check(p.vpp is None, "parallel.vpp", "virtual pipeline stages are not implemented yet (the model is built "
            "as one chunk per stage); use null")
     _check(d.seq_length >= 2, "data.seq_length", "must be >= 2")
-    _check(t.objective in ("sft", "wmss"), "training.objective", "one of sft/wmss")
+    _check(t.objective in OBJECTIVES, "training.objective", "one of " + "/".join(OBJECTIVES))
     _check(t.epochs > 0, "training.epochs", "must be > 0")
     _check(t.train_iters is None or t.train_iters > 0, "training.train_iters", "must be > 0")
     _check(t.micro_batch_size >= 1, "training.micro_batch_size", "must be >= 1")
@@ -250,6 +255,8 @@ def validate(cfg: Config) -> None:
     _check(t.save_interval >= 0, "training.save_interval", "must be >= 0")
     _check(t.keep_last >= 0, "training.keep_last", "must be >= 0 (0 keeps every checkpoint)")
     w.validate()
+    cfg.neftune.validate()
+    cfg.undial.validate()
     _check(t.data_phase >= 0, "training.data_phase", "must be >= 0")
     _check(all(isinstance(k, int) and k >= 1 for k in t.export_steps), "training.export_steps",
            "each entry must be a step number >= 1")
@@ -257,7 +264,7 @@ def validate(cfg: Config) -> None:
     e.validate()
 
 
-STUDY_ARMS = ("sft", "sft_active", "random", "wdjt", "wdjt_frozen")
+STUDY_ARMS = ("sft", "sft_active", "random", "wdjt", "wdjt_frozen", "neftune", "undial")
 
 
 def _validate_study(s: StudyConfig) -> None:

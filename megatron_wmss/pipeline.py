@@ -179,7 +179,8 @@ def _record_steps(run_dir: Path, key: str, steps) -> None:
 
 
 def run_pipeline(cfg, *, baseline: str | None = None) -> Path:
-    """Run (or resume) Algorithm 1 or the SFT baseline; return the final model checkpoint."""
+    """Run (or resume) Algorithm 1 or a baseline (`baseline`: a training.objective trained from M0, "sft",
+    "neftune" or "undial"); return the final model checkpoint."""
     from megatron_wmss import budget
     from megatron_wmss.checkpoint import read_model_metadata
     from megatron_wmss.selection.run import run_selection
@@ -193,16 +194,16 @@ def run_pipeline(cfg, *, baseline: str | None = None) -> Path:
     hf_config, tokenizer_dir = meta["hf_config"], meta["tokenizer_dir"]
     dataset = open_sft_dataset(cfg.data)
     w = cfg.wmss
-    if baseline == "sft":
+    if baseline is not None:  # "sft" or a baseline objective ("neftune", "undial") at the same budget
         try:
             steps = budget.baseline_steps(cfg, len(dataset), _active_sizes(run_dir, w.iterations))
         except ValueError as err:
-            raise SystemExit(f"wmss run --baseline sft: {err}") from None
-        _record_steps(run_dir, "baseline_sft", steps)
-        phase = run_dir / "baseline_sft"
-        exported = _train_phase(_phase_config(cfg, "sft", steps, phase, phase=0), dataset=dataset,
+            raise SystemExit(f"wmss run --baseline {baseline}: {err}") from None
+        _record_steps(run_dir, f"baseline_{baseline}", steps)
+        phase = run_dir / f"baseline_{baseline}"
+        exported = _train_phase(_phase_config(cfg, baseline, steps, phase, phase=0), dataset=dataset,
                                 hf_config=hf_config, tokenizer_dir=tokenizer_dir, init={"model": str(m0)},
-                                run_dir=phase, name=f"baseline SFT ({steps} steps)")
+                                run_dir=phase, name=f"baseline {baseline} ({steps} steps)")
         return exported["model"]
     p1_steps, weak_at = budget.phase1_steps(cfg, len(dataset)), weak_step(w.weak)
     if weak_at is not None and weak_at >= p1_steps:

@@ -1,5 +1,6 @@
 """`wmss study` end to end on CPU (a tiny model and task): equal steps in every arm, the random arm's
-subset size, CIs and paired differences, a failed arm reported (not hidden), and resume."""
+subset size, CIs and paired differences, a failed arm reported (not hidden), resume, and the logit
+diagnostics of every arm in study.md."""
 
 from __future__ import annotations
 
@@ -131,3 +132,9 @@ def test_accuracy_by_subset_adds_up_to_the_accuracy(study):
             assert arm["subsets"][name] == pytest.approx(
                 sum(r["subsets"][name] for r in arm["seeds"].values()) / len(arm["seeds"]))
     assert "Accuracy by subset" in (study["out"] / "study.md").read_text()
+
+
+def test_every_arm_is_diagnosed_into_study_md(study):
+    found = study["result"]["diagnostics"]
+    assert set(found["models"]) == {"weak", "m1", "sft", "random", "wdjt"} and 0 < found["lambda_cross"] < 1
+    assert "## Logit diagnostics" in (study["out"] / "study.md").read_text()

@@ -83,8 +83,8 @@ def train_runs_rank(workdir, runs, hf_config: dict = TINY_QWEN3):
         run_dir = Path(workdir) / run_name
         cfg = make_config(run_dir, objective, tp, pp, dist_opt, **options)
         distributed.initialize(tp=tp, pp=pp, seed=cfg.training.seed)
-        init = {"model": f"{workdir}/strong"} if objective == "sft" else \
-            {"strong": f"{workdir}/strong", "weak": f"{workdir}/weak"}
+        init = {"strong": f"{workdir}/strong", "weak": f"{workdir}/weak"} if objective == "wmss" else \
+            {"model": f"{workdir}/strong"}
         result = train(cfg, dataset=ToySFTDataset(), hf_config=hf_config, init=init, run_dir=run_dir)
         result.export(run_dir / "export", hf_config, None)
         parallel_state.destroy_model_parallel()

@@ -15,7 +15,8 @@ same command resumes at the first incomplete phase (and inside it, from its last
 file). `--baseline sft` instead trains plain SFT from M0 (wmss.baseline_steps; with wmss.step_matched the
 Phase-1 + WD-JT steps of the WMSS run; default the epoch rule wmss.sft_epochs + K epochs of D) into
 `<run_dir>/baseline_sft/` (recipe in baseline_sft.config.yaml), then exports it to baseline_sft_hf/ and
-evaluates it the same way. Both may run at once in one run_dir: M0 is converted once, under a file lock.
+evaluates it the same way. `--baseline neftune` / `--baseline undial` train the paper's other baselines
+(App. E.6; recipe sections `neftune` / `undial`) from M0 at the same budget, into baseline_<name>/. Both may run at once in one run_dir: M0 is converted once, under a file lock.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="YAML recipe")
     parser.add_argument("overrides", nargs="*", help="section.option=value")
-    parser.add_argument("--baseline", choices=["sft"], help="run the SFT baseline instead (budget: wmss.baseline_steps / wmss.step_matched)")
+    parser.add_argument("--baseline", choices=["sft", "neftune", "undial"],
+                        help="run this baseline from M0 instead (budget: wmss.baseline_steps / wmss.step_matched)")
     args = parser.parse_args(argv)
 
     from megatron_wmss import distributed
@@ -56,12 +58,12 @@ def main(argv=None) -> int:
     distributed.initialize(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp, seed=cfg.training.seed)
     if dist.get_rank() == 0:
         Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-        record = "baseline_sft.config.yaml" if args.baseline else "config.yaml"  # both may share run_dir
+        record = f"baseline_{args.baseline}.config.yaml" if args.baseline else "config.yaml"  # all may share run_dir
         (Path(cfg.run_dir) / record).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     final = run_pipeline(cfg, baseline=args.baseline)
     rank = dist.get_rank()
     distributed.destroy()
     release_accelerator_memory()
     if rank == 0:
-        finish(cfg, final, "baseline_sft" if args.baseline else "wmss")
+        finish(cfg, final, f"baseline_{args.baseline}" if args.baseline else "wmss")
     return 0

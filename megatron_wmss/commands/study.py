@@ -3,7 +3,9 @@
 From one Phase-1 model M1 (trained here once from M0, or given with --m1) every arm trains the same number
 of steps with the same learning-rate schedule and is evaluated on the held-out problems:
 `sft` (continue on D), `sft_active` (SFT on D_active), `random` (SFT on a random subset of |D_active|),
-`wdjt` (WD-JT), `wdjt_frozen` (frozen weak branch), and `--lam` adds WD-JT arms for a lambda sweep.
+`wdjt` (WD-JT), `wdjt_frozen` (frozen weak branch), the paper's baselines `neftune` and `undial`, and
+`--lam` adds WD-JT arms for a lambda sweep. Every arm's model is also diagnosed (`wmss diagnose`: logit
+statistics against the weak model and M1, and the predicted lambda_cross, marked on the sweep's plot).
 Writes study.json, study.md and study.png into --out; rerunning the same command resumes arm by arm
 (finished jobs are skipped); a failed arm is reported in all three and makes the exit status 1.
 
@@ -29,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="recipe with a `study:` section (default: the bundled plateau task)")
     p.add_argument("overrides", nargs="*", help="section.option=value recipe overrides")
     p.add_argument("--out", default=None, help="study directory [default: runs/study, runs/study_quick with --quick]")
-    p.add_argument("--arms", help="comma-separated arms (study.arms): sft,sft_active,random,wdjt,wdjt_frozen")
+    p.add_argument("--arms", help="comma-separated arms (study.arms): sft,sft_active,random,wdjt,wdjt_frozen,"
+                                  "neftune,undial")
     p.add_argument("--seeds", help="comma-separated seeds (study.seeds), e.g. 1,2,3")
     p.add_argument("--lam", help="lambda sweep: comma-separated values, one extra WD-JT arm each (study.lams)")
     p.add_argument("--quick", action="store_true", help="the bundled study reduced to <= 5 minutes on 2 cores")
@@ -128,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             "stage_steps": plan.stage_steps() if (plan.select_dir(plan.seeds[0]) / "active_set.txt").is_file()
             else cfg.study.stage_steps,
             "benchmarks": cfg.study.benchmark_file or ", ".join(cfg.eval.benchmarks), "weak": cfg.wmss.weak,
+            "lam": cfg.wmss.lam,
             "wall": f"{time.monotonic() - started:.0f} s"}
     result.update(meta=meta, timings=timings, recipe=str(plan.recipe))
     (out / "study.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -7,6 +7,8 @@ optimizer steps with the same learning-rate schedule; they differ only in object
                selection better than noise?)
   wdjt         WD-JT (Eq. 5-6) on D_active with weak model W, lambda = wmss.lam (the method)
   wdjt_frozen  the same with the weak branch frozen (wmss.freeze_weak)
+  neftune      NEFTune on all of D (embedding noise, recipe section `neftune`; the paper's baseline, App. E.6)
+  undial       UNDIAL on all of D (self-distillation with adjusted logits, section `undial`; App. E.6)
   wdjt_lam<x>  WD-JT with lambda = x (the lambda sweep, `--lam`; x = wmss.lam is the `wdjt` arm)
 """
 
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Arm:
     name: str
-    objective: str  # "sft" or "wmss"
+    objective: str  # training.objective: "sft", "wmss", "neftune" or "undial"
     data: str  # "all" (D), "active" (D_active of the seed), "random" (uniform subset of |D_active|)
     overrides: tuple = ()  # extra recipe overrides (section.option=value)
 
@@ -36,6 +38,8 @@ def build_arms(names: list[str], lams: list[float], recipe_lam: float) -> list[A
         "random": Arm("random", "sft", "random"),
         "wdjt": Arm("wdjt", "wmss", "active"),
         "wdjt_frozen": Arm("wdjt_frozen", "wmss", "active", ("wmss.freeze_weak=true",)),
+        "neftune": Arm("neftune", "neftune", "all"),
+        "undial": Arm("undial", "undial", "all"),
     }
     arms = [known[n] for n in names]
     for lam in lams:

@@ -4,7 +4,8 @@
   phase1/                  `wmss train` SFT from M0 for wmss.sft_steps (M1 = phase1/export/model); snapshots
                            after the curve steps and the weak model's step (wmss.weak=phase1_step:N)
   select/seed_<s>/         `wmss select` weak W vs strong M1 (scored once, the draw per seed), random_set.txt
-  arms/<arm>/seed_<s>/     `wmss train` from M1, study.stage_steps steps; hf/ (`wmss convert`), eval/ (`wmss eval`)
+  arms/<arm>/seed_<s>/     `wmss train` from M1, study.stage_steps steps; hf/ (`wmss convert`), eval/ (`wmss eval`),
+                           diagnose/ (`wmss diagnose`: weak, M1 and the arm's model)
   models/<name>/           M1, the weak model and the Phase-1 curve points: hf/, eval/
   logs/                    one log per job
 
@@ -195,8 +196,8 @@ class StudyPlan:
         name = f"{arm.name}/seed_{seed}"
 
         def train_command():
-            init = (["--init-model", str(self.m1_checkpoint())] if arm.objective == "sft" else
-                    ["--init-strong", str(self.m1_checkpoint()), "--init-weak", str(self.weak_checkpoint())])
+            init = (["--init-strong", str(self.m1_checkpoint()), "--init-weak", str(self.weak_checkpoint())]
+                    if arm.objective == "wmss" else ["--init-model", str(self.m1_checkpoint())])
             data = {"all": [], "active": ["--active-set", str(select / "active_set.txt")],
                     "random": ["--active-set", str(select / "random_set.txt")]}[arm.data]
             return [self._wmss("train", "--config", str(self.recipe), *init, *data,
@@ -205,10 +206,22 @@ class StudyPlan:
                                "training.export_steps=[]", f"run_dir={run_dir}", *self.stage_lr(), *arm.overrides,
                                distributed=True)]
 
-        branch = run_dir / "export" / ("model" if arm.objective == "sft" else "strong")
+        branch = run_dir / "export" / ("strong" if arm.objective == "wmss" else "model")
         deps = ("phase1", f"select/seed_{seed}", f"random_set/seed_{seed}")
         return [self._marker_job(f"train/{name}", run_dir, train_command, deps=deps),
-                *self.eval_jobs(name, branch, run_dir, deps=(f"train/{name}",))]
+                *self.eval_jobs(name, branch, run_dir, deps=(f"train/{name}",)),
+                self.diagnose_job(name, branch, run_dir, deps=(f"train/{name}",))]
+
+    def diagnose_job(self, name: str, branch: Path, run_dir: Path, deps=()) -> Job:
+        """`wmss diagnose` of the arm's model against the weak model and M1 (strong before) into
+        `run_dir/diagnose`: the same samples (training.seed) for every arm (docs/diagnostics.md)."""
+        out = run_dir / "diagnose"
+        return Job(f"diagnose/{name}", is_done=lambda: (out / "diagnose.json").is_file(), deps=tuple(deps),
+                   commands=lambda: [self._wmss("diagnose", "--config", str(self.recipe),
+                                                "--model", f"weak={self.weak_checkpoint()}",
+                                                "--model", f"strong_before={self.m1_checkpoint()}",
+                                                "--model", f"strong_after={branch}", "--out", str(out),
+                                                distributed=True)])
 
     def eval_jobs(self, name: str, checkpoint: Path, directory: Path, deps=()) -> list[Job]:
         """Export `checkpoint` to `directory/hf`, evaluate it into `directory/eval` and (study.heldout_data)

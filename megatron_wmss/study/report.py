@@ -1,4 +1,5 @@
-"""`study.md` (tables) and `study.png` (accuracy per arm with CIs; Phase-1 curve; training curves)."""
+"""`study.md` (tables) and `study.png` (accuracy per arm with CIs; Phase-1 curve; training curves; the
+lambda sweep with the predicted lambda_cross, when the study has a sweep)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from megatron_wmss.study import diagnostics
 from megatron_wmss.study.plateau import describe
 
 DESCRIPTIONS = {
@@ -14,6 +16,8 @@ DESCRIPTIONS = {
     "random": "SFT on a random subset of \\|D_active\\| (selection = noise?)",
     "wdjt": "WD-JT on D_active (WMSS)",
     "wdjt_frozen": "WD-JT, weak branch frozen",
+    "neftune": "NEFTune on D (embedding noise, App. E.6)",
+    "undial": "UNDIAL on D (adjusted-logit self-distillation, App. E.6)",
 }
 
 
@@ -74,6 +78,7 @@ def markdown(result: dict, meta: dict) -> str:
                   f"effective sample size {sel['ess_fraction']:.3f} N; mean entropy strong {sel['entropy_strong_mean']:.3f} "
                   f"vs weak {sel['entropy_weak_mean']:.3f} nats (separation {sel['separation']:.3f})."]
         lines += [f"- warning: {w}" for w in sel["warnings"]]
+    lines += diagnostics.markdown(result.get("diagnostics") or {})
     if meta.get("wall"):
         lines += ["", f"Wall time of this study's jobs (this invocation): {meta['wall']}."]
     lines += ["", "![study](study.png)", ""]
@@ -100,7 +105,8 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    sweep = diagnostics.sweep_points(result, (result.get("meta") or {}).get("lam"))
+    fig, axes = plt.subplots(1, 4 if len(sweep) > 1 else 3, figsize=(21 if len(sweep) > 1 else 16, 4.5))
     ax = axes[0]
     names = list(result["arms"])
     for i, name in enumerate(names):
@@ -149,6 +155,21 @@ def plot(result: dict, path: Path) -> None:
     ax.set_yscale("log")
     ax.legend(fontsize=8)
     ax.set_title("training curves")
+    if len(sweep) > 1:
+        plot_sweep(axes[3], sweep, (result.get("diagnostics") or {}).get("lambda_cross"))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_sweep(ax, sweep: list, lam_cross: float | None) -> None:
+    """Accuracy against lambda (mean and 95% CI over seeds) with the predicted crossover of Eq. 17."""
+    lams, means, cis = zip(*sweep)
+    ax.errorbar(lams, means, yerr=[[m - c[0] for m, c in zip(means, cis)], [c[1] - m for m, c in zip(means, cis)]],
+                fmt="o-", capsize=4, color="C0", label="WD-JT")
+    if lam_cross is not None:
+        ax.axvline(lam_cross, color="C3", ls="--", lw=1, label=f"predicted λ_cross = {lam_cross:.3f} (Eq. 17)")
+    ax.set_xlabel("λ (weight of the strong logits, Eq. 5)")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.legend(fontsize=8)
+    ax.set_title("λ sweep")

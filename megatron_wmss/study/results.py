@@ -8,6 +8,7 @@ Schema (the keys other tools read; more keys are allowed):
 When the benchmark file's rows carry a "subset" field (the bundled task: "easy" / "hard"), every seed, arm
 and evaluated model also gets "subsets": {SUBSET: accuracy %}. "phase1" holds the evaluated Phase-1
 snapshots and, when one lies an epoch before the end, "plateau" (plateau.py: is Phase 1 flat?).
+"diagnostics": the logit statistics of study/diagnostics.py ({} when no arm was diagnosed).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from megatron_wmss import budget
-from megatron_wmss.study import stats
+from megatron_wmss.study import diagnostics, stats
 from megatron_wmss.study.plateau import plateau_check
 from megatron_wmss.study.plan import StudyPlan
 from megatron_wmss.study.runner import DONE, Outcome
@@ -138,9 +139,10 @@ def collect(plan: StudyPlan, outcome: Outcome) -> dict:
     if "weak" not in models:  # the weak model is one of the Phase-1 curve points
         same = [n for n, c in checkpoints.items() if c == plan.weak_checkpoint()]
         models["weak"] = models[same[0]] if same else None
+    diagnosed = diagnostics.collect({arm.name: {s: plan.arm_dir(arm.name, s) for s in plan.seeds} for arm in plan.arms})
     return {"arms": arms, "paired_vs_sft": paired, "selection": _selection(plan), "failed": failed,
             "models": {k: v for k, v in models.items() if v is not None}, "phase1": _phase1(plan, models),
-            "training_curves": curves}
+            "training_curves": curves, "diagnostics": diagnosed}
 
 
 def _selection(plan: StudyPlan) -> dict:

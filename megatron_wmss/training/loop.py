@@ -103,6 +103,7 @@ def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, res
     trainer_state = {"objective": t.objective, "total_steps": schedule.total_steps}
     try:
         for step in range(start_step, schedule.total_steps):
+            train_module.begin_step(step)
             parts.model.zero_grad_buffer()
             parts.optimizer.zero_grad()
             losses = forward_backward(

@@ -1,7 +1,8 @@
 """A train module: one way of training (OLMo-core's TrainModule). It owns how its model is built and
 loaded, its forward step and loss for megatron's pipeline schedules, and which branches it exports; the
 training loop (loop.py) calls these and knows no objective by name. The implementations: sft.py (plain
-cross-entropy) and wdjt.py (WD-JT, paper Eq. 5-6); `train_module_for` picks one from the recipe.
+cross-entropy), wdjt.py (WD-JT, paper Eq. 5-6) and the paper's baselines neftune.py and undial.py;
+`train_module_for` picks one from the recipe.
 
 Forward steps return the loss summed over the micro-batch's supervised tokens together with their
 count; with `calculate_per_token_loss` megatron divides the gradients by the supervised-token count of
@@ -10,6 +11,7 @@ the whole global batch (all micro-batches, all data-parallel ranks), i.e. CE per
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 
 import torch
@@ -33,6 +35,17 @@ class TrainModule(ABC):
     def branches(self, module) -> dict:
         """The trained model(s) to export, by name, from the unwrapped module."""
 
+    def begin_step(self, step: int) -> None:
+        """Called by the loop before each optimizer step (0-based), also after a resume: modules whose
+        noise depends on the step (NEFTune, UNDIAL) key it on this."""
+
+
+def sample_generator(*keys) -> torch.Generator:
+    """A CPU generator seeded from `keys` (e.g. training seed, step, sample id, stream name): noise drawn
+    per sample from it is the same at every TP/PP/DP layout and after a resume."""
+    digest = hashlib.sha256(repr(keys).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
 
 def masked_labels(batch: dict) -> torch.Tensor:
     """[s, b] labels with unsupervised positions set to IGNORE_INDEX."""
@@ -49,10 +62,15 @@ def reduced(loss_sum, mask, **diagnostics):
     return loss_sum, num_tokens, logged
 
 
+OBJECTIVES = ("sft", "wmss", "neftune", "undial")  # training.objective
+
+
 def train_module_for(cfg) -> TrainModule:
-    """The train module of `training.objective` ("sft" or "wmss"), configured from the recipe."""
+    """The train module of `training.objective` (OBJECTIVES), configured from the recipe."""
+    from megatron_wmss.training.neftune import NEFTune
     from megatron_wmss.training.sft import SFT
+    from megatron_wmss.training.undial import UNDIAL
     from megatron_wmss.training.wdjt import WDJT
 
-    modules = {"sft": SFT, "wmss": WDJT}
+    modules = {"sft": SFT, "wmss": WDJT, "neftune": NEFTune, "undial": UNDIAL}
     return modules[cfg.training.objective].from_recipe(cfg)
