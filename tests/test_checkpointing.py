@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from megatron_wmss.testing import run_ranks
-from tests.training_helpers import TINY_QWEN3, ToySFTDataset, init_checkpoints_rank, make_config
+from tests.training_helpers import TINY_QWEN3, ToySFTDataset, init_checkpoints_rank, make_config, sequence_rank
 
 
 def mismatch_rank(workdir):
@@ -96,8 +96,7 @@ def interrupted_rank(workdir):
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("retention")
-    run_ranks(init_checkpoints_rank, 1, str(workdir))
-    return run_ranks(interrupted_rank, 1, str(workdir))[0]
+    return run_ranks(sequence_rank, 1, (init_checkpoints_rank, str(workdir)), (interrupted_rank, str(workdir)))[0][1]
 
 
 def test_keep_last_prunes_older_checkpoints_after_a_complete_save(interrupted):

@@ -10,6 +10,8 @@ changed. (A deliberate kernel change may relax the loss sequences to 1e-6 relati
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -48,10 +50,22 @@ def golden_run(root: Path) -> dict:
     recipe = root / "recipe.yaml"
     recipe.write_text(RECIPE.format(**paths))
     run_dir = root / "run"
-    for extra in ([], ["--baseline", "sft"]):
-        out = subprocess.run([sys.executable, "-m", "megatron_wmss.cli", "run", "--config", str(recipe),
-                              f"run_dir={run_dir}", *extra], capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    # The two commands share run_dir (M0 converted once, under its lock) and run side by side, as
+    # `wmss run` allows: each is one single-threaded process, so the numbers do not depend on it.
+    runs = {}
+    for name, extra in (("wmss", []), ("baseline", ["--baseline", "sft"])):
+        with open(root / f"{name}.log", "w") as log:
+            runs[name] = subprocess.Popen([sys.executable, "-m", "megatron_wmss.cli", "run", "--config", str(recipe),
+                                           f"run_dir={run_dir}", *extra], stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+    try:
+        for name, proc in runs.items():
+            assert proc.wait(timeout=600) == 0, (root / f"{name}.log").read_text()[-6000:]
+    finally:
+        for proc in runs.values():  # a failed or timed-out run: stop it with its subprocesses
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
     wdjt = run_dir / "iter_1" / "wdjt"
     return {"phase1_sft": _losses(run_dir / "phase1_sft"), "wdjt": _losses(wdjt),
             "wdjt_strong_ce": _losses(wdjt, "strong_ce"), "wdjt_weak_ce": _losses(wdjt, "weak_ce"),

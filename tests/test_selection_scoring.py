@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from megatron_wmss.testing import run_ranks
-from tests.training_helpers import SEQ, TINY_QWEN3, ToySFTDataset, init_checkpoints_rank, make_config
+from tests.training_helpers import SEQ, TINY_QWEN3, ToySFTDataset, init_checkpoints_rank, make_config, sequence_rank
 
 NUM_SAMPLES = 10
 
@@ -59,13 +59,12 @@ def scoring_rank(workdir, layouts):
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("scoring")
-    run_ranks(init_checkpoints_rank, 1, str(workdir))
-    reference = run_ranks(reference_rank, 1, str(workdir))[0]
     # resume: pre-seed two finished samples with sentinel values in the TP=1 directory
     (workdir / "tp1" / "scores").mkdir(parents=True)
     seeded = [{"id": f"toy-{i}", "tokens": 1, "h_strong": 123.0, "h_weak": 456.0} for i in (0, 5)]
     (workdir / "tp1" / "scores" / "rank0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in seeded))
-    results = run_ranks(scoring_rank, 1, str(workdir), {"tp1": (1, 1)})[0]
+    _, reference, results = run_ranks(sequence_rank, 1, (init_checkpoints_rank, str(workdir)),
+                                      (reference_rank, str(workdir)), (scoring_rank, str(workdir), {"tp1": (1, 1)}))[0]
     results.update(run_ranks(scoring_rank, 2, str(workdir), {"tp2": (2, 1), "pp2": (1, 2), "dp2": (1, 1)})[0])
     return reference, results
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from megatron_wmss.testing import RankFailure, run_ranks
-from tests.training_helpers import TINY_QWEN3, ToySFTDataset, init_checkpoints_rank, make_config
+from tests.training_helpers import TINY_QWEN3, ToySFTDataset, init_checkpoints_rank, make_config, sequence_rank
 
 
 class PoisonedDataset(ToySFTDataset):
@@ -44,9 +44,8 @@ def checkpoint_finite_rank(step_dir):
 
 
 def test_non_finite_loss_stops_with_the_step(tmp_path):
-    run_ranks(init_checkpoints_rank, 1, str(tmp_path))
     with pytest.raises(RankFailure, match=r"NonFiniteError: step 3: non-finite loss"):
-        run_ranks(diverging_rank, 1, str(tmp_path))
+        run_ranks(sequence_rank, 1, (init_checkpoints_rank, str(tmp_path)), (diverging_rank, str(tmp_path)))
     step = 3
     latest = (tmp_path / "run" / "checkpoints" / "latest").read_text().strip()
     assert latest == f"step_{step - 1:07d}", "the last checkpoint must be the step before the failure"

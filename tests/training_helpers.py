@@ -91,6 +91,12 @@ def train_runs_rank(workdir, runs, hf_config: dict = TINY_QWEN3):
     distributed.destroy()
 
 
+def sequence_rank(*calls):
+    """Several rank functions one after another in one process (each launch costs seconds of imports on
+    CPU): every call is (fn, *args); returns their results in order."""
+    return [fn(*args) for fn, *args in calls]
+
+
 def read_metrics(run_dir) -> list[dict]:
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
