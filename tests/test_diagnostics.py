@@ -30,8 +30,7 @@ def reference_statistics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     return {"target_logit_mean": target, "distractor_logit_mean": distractor, "gap": target - distractor,
             "logit_mean": mean, "logit_std": z.std(-1, unbiased=False), "centered_norm": centered.norm(dim=-1),
             "l2_norm": z.norm(dim=-1), "entropy": -(p * torch.log(p)).sum(-1), "max_prob": p.max(-1).values,
-            "max_logit": z.max(-1).values, "min_logit": z.min(-1).values,
-            "max_logit_mean": z.max(-1).values, "min_logit_mean": z.min(-1).values}
+            "max_logit": z.max(-1).values, "min_logit": z.min(-1).values}
 
 
 def _inputs():
@@ -99,7 +98,7 @@ def reference_rank(workdir):
             labels.append(row["labels"][mask])
         per = reference_statistics(torch.cat(logits), torch.cat(labels))
         out[name] = {k: v.mean().item() for k, v in per.items()}
-        out[name].update(max_logit=per["max_logit"].max().item(), min_logit=per["min_logit"].min().item(),
+        out[name].update(max_logit_extreme=per["max_logit"].max().item(), min_logit_extreme=per["min_logit"].min().item(),
                          positions=len(per["entropy"]))
     distributed.destroy()
     return out

@@ -15,12 +15,13 @@ At a supervised position with logits z over the (unpadded) vocabulary V and targ
   max prob            max_k softmax(z)[k]                                (Table 7)
   max / min logit     max_k z[k], min_k z[k]                             (Table 7)
 
-Each is averaged over all supervised positions of the sample (every position weighs the same), except
-`max_logit` / `min_logit`, which are the extremes over all positions and tokens: Table 7's values (43.25,
-48.75, 60.50, -24.00, -26.63, -35.75) are all bf16-representable, as single logits are and a mean over
-thousands of positions almost never is. The per-position means of the extremes are reported as
-`max_logit_mean` / `min_logit_mean`. TP padding rows of the output layer are no tokens: they are in
-no sum, maximum or softmax. Table 7's "mean logit" is also reported (`logit_mean`).
+Each is averaged over all supervised positions of the sample (every position weighs the same): the
+issue's pinned keys are means over supervised positions, `max_logit` / `min_logit` included. The
+extremes over all positions and tokens are reported too, as `max_logit_extreme` / `min_logit_extreme`:
+Table 7's max/min values (43.25, 48.75, 60.50, -24.00, -26.63, -35.75) are all bf16-representable, as
+single logits are and a mean over thousands of positions almost never is, so the paper may have meant
+extremes. TP padding rows of the output layer are no tokens: they are in no sum, maximum or softmax.
+Table 7's "mean logit" is also reported (`logit_mean`).
 
 Why not megatron-core: it has no vocab-parallel statistics besides the cross-entropy. Each rank reduces
 its shard to per-position partial sums, maxima and the online-softmax parts of losses/_common.py; one
@@ -39,8 +40,8 @@ from megatron_wmss.losses._common import EMPTY_MAX, Targets, chunk_len, chunks, 
 
 # Keys of one model's statistics in diagnose.json, in table order (the first ten are pinned).
 MEAN_KEYS = ("target_logit_mean", "distractor_logit_mean", "gap", "logit_std", "centered_norm", "l2_norm",
-             "entropy", "max_prob", "logit_mean", "max_logit_mean", "min_logit_mean")
-EXTREME_KEYS = ("max_logit", "min_logit")
+             "entropy", "max_prob", "logit_mean", "max_logit", "min_logit")
+EXTREME_KEYS = ("max_logit_extreme", "min_logit_extreme")
 
 
 @torch.no_grad()
@@ -86,8 +87,7 @@ def position_statistics(h: torch.Tensor, w: torch.Tensor, labels: torch.Tensor, 
     return {"target_logit_mean": target, "distractor_logit_mean": distractor, "gap": target - distractor,
             "logit_std": torch.sqrt(centered_sq / vocab), "centered_norm": torch.sqrt(centered_sq),
             "l2_norm": torch.sqrt(squares), "entropy": torch.log(sum_exp) - weighted / sum_exp,
-            "max_prob": 1.0 / sum_exp, "logit_mean": mean, "max_logit_mean": top, "min_logit_mean": -extremes[1],
-            "max_logit": top, "min_logit": -extremes[1]}
+            "max_prob": 1.0 / sum_exp, "logit_mean": mean, "max_logit": top, "min_logit": -extremes[1]}
 
 
 class StatisticsAccumulator:
@@ -116,7 +116,8 @@ class StatisticsAccumulator:
         if count == 0:
             raise ValueError("no supervised position in the diagnosed samples")
         out = {k: float(v) / count for k, v in zip(MEAN_KEYS, self.sums[:-1].tolist())}
-        out.update(max_logit=float(self.extremes[0]), min_logit=-float(self.extremes[1]), positions=int(count))
+        out.update(max_logit_extreme=float(self.extremes[0]), min_logit_extreme=-float(self.extremes[1]),
+                   positions=int(count))
         return out
 
 

@@ -46,7 +46,7 @@ def markdown(diagnostics: dict) -> list[str]:
     lines = ["", "## Logit diagnostics (paper App. B.4, Tables 6-7)", "",
              "`wmss diagnose` on the same random training samples for every model: the weak model, M1 (strong "
              "before) and each arm's trained model (strong after; mean over seeds), Δ against M1. Means over the "
-             "supervised positions (max / min logit: extremes); definitions in docs/diagnostics.md.", ""]
+             "supervised positions (the *_extreme rows: over all positions); definitions in docs/diagnostics.md.", ""]
     lines += statistics_table(models, "m1")
     if diagnostics.get("lambda_cross") is not None:
         lines += ["", f"Entropy separation ΔH = H(weak) − H(M1) = {diagnostics['entropy_separation']:+.4f} nats; "
