@@ -1,9 +1,5 @@
 """`wmss run` end to end on CPU (K=2, then K=1 from the same run directory); SIGKILL inside each phase
-and re-running the same command finishes with the same final weights as an uninterrupted run.
-
-Runs in different directories are independent single-threaded processes, so the uninterrupted
-reference trains beside the killed runs and the K=1 run beside the resumed one (two cores, about half
-the wall time)."""
+and re-running the same command finishes with the same final weights as an uninterrupted run."""
 
 import json
 import os
@@ -44,42 +40,10 @@ def _command(recipe, run_dir, *extra):
     return [sys.executable, "-m", "megatron_wmss.cli", "run", "--config", str(recipe), f"run_dir={run_dir}", *extra]
 
 
-class _Background:
-    """A `wmss run` in its own process group, its output to a file; `finish()` waits and returns it."""
-
-    def __init__(self, recipe, run_dir, *extra):
-        self.log = run_dir.with_name(run_dir.name + ".log")
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(_command(recipe, run_dir, *extra), stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
-
-    def finish(self) -> str:
-        try:
-            self.proc.wait(timeout=900)
-        finally:
-            self.stop()
-        out = self.log.read_text()
-        assert self.proc.returncode == 0, out[-6000:]
-        return out
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-
-@pytest.fixture
-def background():
-    """Start `wmss run`s that go on while the test does other work; any left running at the end are killed."""
-    runs = []
-
-    def start(recipe, run_dir, *extra):
-        runs.append(_Background(recipe, run_dir, *extra))
-        return runs[-1]
-
-    yield start
-    for run in runs:
-        run.stop()
+def _run(recipe, run_dir, *extra):
+    out = subprocess.run(_command(recipe, run_dir, *extra), capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    return out.stdout
 
 
 def _kill_when(recipe, run_dir, marker: str) -> bool:
@@ -117,17 +81,12 @@ def recipe(tmp_path_factory):
     return path
 
 
-def test_killed_run_resumes_to_the_same_weights(recipe, tmp_path, background):
+def test_killed_run_resumes_to_the_same_weights(recipe, tmp_path):
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
-    uninterrupted = background(recipe, reference)
+    _run(recipe, reference)
     kills_inside = sum(_kill_when(recipe, interrupted, marker) for marker in KILL_POINTS)
     assert kills_inside >= 3, "the runs finished their phases before the kills landed"
-    uninterrupted.finish()
-    # K=1 from a copy of the finished reference, beside the resumed run (checked below)
-    shutil.copytree(reference, tmp_path / "k1")
-    k1 = background(recipe, tmp_path / "k1", "wmss.iterations=1", "eval.enabled=true", "eval.benchmarks=[gsm8k]",
-                    "eval.limit=2", "eval.max_new_tokens=3")
-    background(recipe, interrupted).finish()
+    _run(recipe, interrupted)
     for phase in ("phase1_sft", "iter_1/wdjt", "iter_2/wdjt"):  # loss sequences: bitwise identical
         assert _losses(interrupted / phase) == _losses(reference / phase), phase
     want, got = _tensors(reference / "wmss_hf"), _tensors(interrupted / "wmss_hf")
@@ -135,7 +94,9 @@ def test_killed_run_resumes_to_the_same_weights(recipe, tmp_path, background):
     for name in want:
         assert got[name].equal(want[name]), name
     # K=1 from the same directory: every phase is done, the iteration-1 strong branch is exported
-    out = k1.finish()
+    shutil.copytree(reference, tmp_path / "k1")
+    out = _run(recipe, tmp_path / "k1", "wmss.iterations=1", "eval.enabled=true", "eval.benchmarks=[gsm8k]",
+               "eval.limit=2", "eval.max_new_tokens=3")
     assert "training in" not in out
     source = (tmp_path / "k1" / "wmss_hf" / "SOURCE").read_text()
     assert source.endswith("iter_1/wdjt/export/strong")
