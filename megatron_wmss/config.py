@@ -19,6 +19,7 @@ from megatron_wmss.errors import ConfigError
 from megatron_wmss.eval.config import EvalConfig
 from megatron_wmss.pipeline import PipelineConfig
 from megatron_wmss.selection.config import SelectionConfig
+from megatron_wmss.training.preference import PreferenceConfig
 from megatron_wmss.training.wdjt import WDJTConfig
 
 
@@ -56,7 +57,7 @@ class DataConfig:
 
 @dataclass
 class TrainingConfig:
-    objective: str = "sft"  # "sft" or "wmss" (WD-JT)
+    objective: str = "sft"  # "sft", "wmss" (WD-JT), "dpo" or "orpo" (pair data, section `preference`)
     epochs: float = 1.0
     train_iters: Optional[int] = None  # overrides epochs when set
     global_batch_size: int = 512
@@ -115,6 +116,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     wmss: WmssConfig = field(default_factory=WmssConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
 
 
@@ -235,7 +237,7 @@ def validate(cfg: Config) -> None:
     _check(p.vpp is None, "parallel.vpp", "virtual pipeline stages are not implemented yet (the model is built "
            "as one chunk per stage); use null")
     _check(d.seq_length >= 2, "data.seq_length", "must be >= 2")
-    _check(t.objective in ("sft", "wmss"), "training.objective", "one of sft/wmss")
+    _check(t.objective in ("sft", "wmss", "dpo", "orpo"), "training.objective", "one of sft/wmss/dpo/orpo")
     _check(t.epochs > 0, "training.epochs", "must be > 0")
     _check(t.train_iters is None or t.train_iters > 0, "training.train_iters", "must be > 0")
     _check(t.micro_batch_size >= 1, "training.micro_batch_size", "must be >= 1")
@@ -250,6 +252,7 @@ def validate(cfg: Config) -> None:
     _check(t.save_interval >= 0, "training.save_interval", "must be >= 0")
     _check(t.keep_last >= 0, "training.keep_last", "must be >= 0 (0 keeps every checkpoint)")
     w.validate()
+    cfg.preference.validate()
     _check(t.data_phase >= 0, "training.data_phase", "must be >= 0")
     _check(all(isinstance(k, int) and k >= 1 for k in t.export_steps), "training.export_steps",
            "each entry must be a step number >= 1")
