@@ -10,10 +10,11 @@ import sys
 SUBCOMMANDS = {
     "preprocess": "chat JSONL / parquet -> indexed .bin/.idx with loss masks",
     "convert": "HF <-> Megatron checkpoints (any TP/PP)",
-    "train": "SFT or WD-JT training (launch with torchrun)",
+    "train": "SFT, WD-JT, DPO or ORPO training (launch with torchrun)",
     "select": "WD-DS scoring pass and active-set selection",
     "run": "the whole of Algorithm 1 from a recipe",
     "eval": "math benchmarks: greedy pass@1 and pass@k",
+    "w2s": "weak-to-strong reasoning data: consistency filter, contrastive pairs",
     "study": "WMSS vs SFT and controls at equal steps, several seeds, CIs",
     "quickstart": "the whole pipeline on a small bundled task, on CPU",
     "smoke": "build a tiny model from a HF config and run one step on this machine",
