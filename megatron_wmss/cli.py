@@ -14,7 +14,7 @@ SUBCOMMANDS = {
     "select": "WD-DS scoring pass and active-set selection",
     "run": "the whole of Algorithm 1 from a recipe",
     "eval": "math benchmarks: greedy pass@1 and pass@k",
-    "w2s": "weak-to-strong reasoning data: consistency filter, contrastive pairs",
+    "w2s": "weak-to-strong reasoning: generate, filter, pairs; run end to end",
     "study": "WMSS vs SFT and controls at equal steps, several seeds, CIs",
     "quickstart": "the whole pipeline on a small bundled task, on CPU",
     "smoke": "build a tiny model from a HF config and run one step on this machine",

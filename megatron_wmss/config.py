@@ -21,6 +21,7 @@ from megatron_wmss.pipeline import PipelineConfig
 from megatron_wmss.selection.config import SelectionConfig
 from megatron_wmss.training.preference import PreferenceConfig
 from megatron_wmss.training.wdjt import WDJTConfig
+from megatron_wmss.w2s.config import W2SConfig
 
 
 @dataclass
@@ -118,6 +119,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     preference: PreferenceConfig = field(default_factory=PreferenceConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    w2s: W2SConfig = field(default_factory=W2SConfig)
 
 
 def _coerce(value: Any, annotation: Any, option: str) -> Any:
@@ -253,6 +255,7 @@ def validate(cfg: Config) -> None:
     _check(t.keep_last >= 0, "training.keep_last", "must be >= 0 (0 keeps every checkpoint)")
     w.validate()
     cfg.preference.validate()
+    cfg.w2s.validate()
     _check(t.data_phase >= 0, "training.data_phase", "must be >= 0")
     _check(all(isinstance(k, int) and k >= 1 for k in t.export_steps), "training.export_steps",
            "each entry must be a step number >= 1")

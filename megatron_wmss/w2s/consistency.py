@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 from megatron_wmss.errors import ConfigError
 from megatron_wmss.w2s.answers import SameFn, final_answer, majority, math_verify_same
-
-VARIANTS = ("weak", "icl", "hybrid")
+from megatron_wmss.w2s.config import VARIANTS
 
 
 @dataclass
@@ -79,3 +78,10 @@ def filter_rows(weak_rows: dict[str, dict], icl_rows: dict[str, dict], variant: 
             rows.append({"id": f"{qid}/{source}", "messages": weak["prompt"] + [{"role": "assistant", "content": solution}],
                          "info": {"source": f"w2s_{source}", "answer": verdict.answer}})
     return rows, counts
+
+
+def all_weak_rows(weak_rows: dict[str, dict]) -> list[dict]:
+    """SFT chat rows of every weak solution, unfiltered: the data of the full-weak-FT baseline."""
+    return [{"id": f"{qid}/weak{i}", "messages": row["prompt"] + [{"role": "assistant", "content": solution}],
+             "info": {"source": "w2s_weak_all"}}
+            for qid, row in weak_rows.items() for i, solution in enumerate(row["samples"])]
