@@ -10,11 +10,12 @@ import sys
 SUBCOMMANDS = {
     "preprocess": "chat JSONL / parquet -> indexed .bin/.idx with loss masks",
     "convert": "HF <-> Megatron checkpoints (any TP/PP)",
-    "train": "SFT or WD-JT training (launch with torchrun)",
+    "train": "SFT, WD-JT, DPO or ORPO training (launch with torchrun)",
     "select": "WD-DS scoring pass and active-set selection",
     "run": "the whole of Algorithm 1 from a recipe",
     "diagnose": "logit statistics of models (Tables 6-7, entropy separation, lambda_cross)",
     "eval": "math benchmarks: greedy pass@1 and pass@k",
+    "w2s": "weak-to-strong reasoning: generate, filter, pairs; run end to end",
     "study": "WMSS vs SFT and controls at equal steps, several seeds, CIs",
     "quickstart": "the whole pipeline on a small bundled task, on CPU",
     "smoke": "build a tiny model from a HF config and run one step on this machine",

@@ -22,7 +22,9 @@ from megatron_wmss.selection.config import SelectionConfig
 from megatron_wmss.training.neftune import NEFTuneConfig
 from megatron_wmss.training.train_module import OBJECTIVES
 from megatron_wmss.training.undial import UNDIALConfig
+from megatron_wmss.training.preference import PreferenceConfig
 from megatron_wmss.training.wdjt import WDJTConfig
+from megatron_wmss.w2s.config import W2SConfig
 
 
 @dataclass
@@ -59,7 +61,7 @@ class DataConfig:
 
 @dataclass
 class TrainingConfig:
-    objective: str = "sft"  # "sft", "wmss" (WD-JT), or the baselines "neftune" / "undial"
+    objective: str = "sft"  # "sft", "wmss" (WD-JT), the baselines "neftune" / "undial", "dpo" or "orpo" (pair data)
     epochs: float = 1.0
     train_iters: Optional[int] = None  # overrides epochs when set
     global_batch_size: int = 512
@@ -120,7 +122,9 @@ class Config:
     neftune: NEFTuneConfig = field(default_factory=NEFTuneConfig)  # training.objective=neftune
     undial: UNDIALConfig = field(default_factory=UNDIALConfig)  # training.objective=undial
     eval: EvalConfig = field(default_factory=EvalConfig)
+    preference: PreferenceConfig = field(default_factory=PreferenceConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
+    w2s: W2SConfig = field(default_factory=W2SConfig)
 
 
 def _coerce(value: Any, annotation: Any, option: str) -> Any:
@@ -257,6 +261,8 @@ def validate(cfg: Config) -> None:
     w.validate()
     cfg.neftune.validate()
     cfg.undial.validate()
+    cfg.preference.validate()
+    cfg.w2s.validate()
     _check(t.data_phase >= 0, "training.data_phase", "must be >= 0")
     _check(all(isinstance(k, int) and k >= 1 for k in t.export_steps), "training.export_steps",
            "each entry must be a step number >= 1")

@@ -27,7 +27,9 @@ def test_recipe_then_overrides(tmp_path):
 @pytest.mark.parametrize("override,option", [
     ("wmss.lam=1.5", "wmss.lam"),
     ("wmss.beta=-1", "wmss.beta"),
-    ("training.objective=dpo", "training.objective"),
+    ("training.objective=ppo", "training.objective"),
+    ("preference.beta=0", "preference.beta"),
+    ("preference.label_smoothing=0.5", "preference.label_smoothing"),
     ("parallel.tp=0", "parallel.tp"),
     ("training.lr=fast", "training.lr"),
     ("training.nonsense=1", "training.nonsense"),

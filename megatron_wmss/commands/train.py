@@ -1,4 +1,4 @@
-"""`wmss train`: SFT or WD-JT training from a recipe (launch with torchrun for TP/PP/DP).
+"""`wmss train`: SFT, WD-JT, DPO or ORPO training from a recipe (launch with torchrun for TP/PP/DP).
 
   torchrun --nproc_per_node=8 -m megatron_wmss.cli train --config examples/qwen3_4b_wmss.yaml \
       --init-strong ckpt/M1 --init-weak ckpt/M0 training.objective=wmss parallel.tp=2
@@ -6,7 +6,9 @@
 Starting weights are model checkpoints (`wmss convert hf-to-megatron`, or a branch exported by an
 earlier run); the architecture comes from their hf_config.json (else `model.hf_path`). Resumes from
 `<run_dir>/checkpoints/latest` unless --no-resume. At the end each branch is exported to
-`<run_dir>/export/{strong,weak}` (or `model` for SFT).
+`<run_dir>/export/{strong,weak}` (or `model` for SFT, DPO and ORPO). DPO and ORPO train on pair data
+(`wmss preprocess --input-format pairs`, docs/w2s.md); DPO's frozen reference is --init-reference
+(default: the --init-model checkpoint, the usual choice).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ def _parse(argv):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML recipe")
     parser.add_argument("overrides", nargs="*", help="section.option=value")
-    parser.add_argument("--init-model", help="SFT: starting model checkpoint")
+    parser.add_argument("--init-model", help="SFT / DPO / ORPO: starting model checkpoint")
+    parser.add_argument("--init-reference", help="DPO: frozen reference checkpoint (default: --init-model)")
     parser.add_argument("--init-strong", help="WD-JT: strong branch checkpoint (M_t)")
     parser.add_argument("--init-weak", help="WD-JT: weak branch checkpoint (M_{t-1})")
     parser.add_argument("--active-set", help="train only on the sample ids in this file (WD-DS output)")
@@ -40,6 +43,8 @@ def main(argv=None) -> int:
 
     cfg = load_config(args.config, args.overrides)
     init = {branch: getattr(args, f"init_{branch}") for branch in train_module_for(cfg).init_branches}
+    if "reference" in init and not init["reference"]:
+        init["reference"] = init["model"]
     if len(init) > 1 and not all(init.values()):  # a pair starts from two checkpoints; one model may start random
         raise ConfigError(f"training.objective={cfg.training.objective} needs "
                           + " and ".join(f"--init-{branch}" for branch in init))
@@ -47,6 +52,10 @@ def main(argv=None) -> int:
     distributed.initialize(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp, vpp=cfg.parallel.vpp,
                            seed=cfg.training.seed)
     dataset = open_sft_dataset(cfg.data)
+    if cfg.training.objective in ("dpo", "orpo"):
+        from megatron_wmss.data.pairs import PairDataset
+
+        dataset = PairDataset(dataset)
     if args.active_set:
         from megatron_wmss.training.batches import ActiveSubset
 

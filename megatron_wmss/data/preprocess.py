@@ -213,8 +213,9 @@ def run(args) -> int:
                     return 1
                 continue
             seen.add(res.sample_id)
-            writer.add(res.ids, res.mask, res.sample_id, res.source, where)
-            stats.keep(res)
+            for sample in res.samples():  # a pair row stores its chosen, then its rejected sequence
+                writer.add(sample.ids, sample.mask, sample.sample_id, sample.source, where)
+                stats.keep(sample)
             per_file_kept[fi] += 1
             if stats.kept % 500 == 0:
                 tps = stats.total_tokens / max(time.perf_counter() - start, 1e-9)

@@ -45,6 +45,11 @@ class Kept:
     mask: np.ndarray  # uint8
     truncated: bool = False
     own_system: bool = False
+    rejected: "Kept | None" = None  # pairs: the rejected sequence (this one is the chosen)
+
+    def samples(self) -> list["Kept"]:
+        """The stored sequences of this row, in order: itself, then a pair's rejected sequence."""
+        return [self] if self.rejected is None else [self, self.rejected]
 
 
 @dataclass
@@ -83,6 +88,13 @@ class RowProcessor:
                            sample_id)
 
     def _process(self, conv) -> Kept:
+        if conv.rejected is not None:  # a pair: both sequences pass every check, or the row is dropped
+            kept = self._process_one(conv)
+            kept.rejected = self._process_one(conv.rejected)
+            return kept
+        return self._process_one(conv)
+
+    def _process_one(self, conv) -> Kept:
         cfg = self.cfg
         filters.check_source(conv.source, cfg.sources, cfg.exclude_sources)
         self.renderer.check_content(conv.messages)

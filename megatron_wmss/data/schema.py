@@ -1,10 +1,12 @@
 """Row validation: raw line or record -> a checked `Conversation`, or a `RowError` naming the reason.
 
-Three input formats share one output shape (docs/data.md):
+Four input formats share one output shape (docs/data.md):
   am        AM-DeepSeek-R1-Distilled rows: `messages` of user/assistant turns, each with an `info` dict.
   messages  the same chat shape without the `info` requirement (any chat data).
   gsm8k     `question` + `answer` ending in `#### N`, rendered as
             `<think>solution</think>\n<answer>... \\boxed{N}</answer>`.
+  pairs     preference pairs `prompt` + `chosen` / `rejected` (data/pairs.py): the chosen conversation,
+            with the rejected one in `Conversation.rejected`; ids get `/chosen` and `/rejected`.
 
 Every reason a row can be dropped for is listed in `REASONS` with its kind: "invalid" (bad input;
 `--strict` stops on it) or "filter" (a valid row that a filter removed).
@@ -17,7 +19,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-INPUT_FORMATS = ("am", "messages", "gsm8k")
+INPUT_FORMATS = ("am", "messages", "gsm8k", "pairs")
 ROLES = ("system", "user", "assistant")
 
 # reason -> (kind, description); docs/data.md lists the same table.
@@ -41,6 +43,8 @@ REASONS: dict[str, tuple[str, str]] = {
     "missing_info": ("invalid", "AM row: a message has no `info` object"),
     "bad_info": ("invalid", "AM row: `info` is not an object or its fields have wrong types"),
     "bad_id": ("invalid", "row `id` is not a non-empty string or integer"),
+    "bad_pair_row": ("invalid", "pair row without a `prompt` of messages ending with a user turn and two "
+                     "different non-empty strings `chosen` / `rejected`"),
     "bad_gsm8k_row": ("invalid", "gsm8k row without string `question` / `answer` ending in `#### N`"),
     "special_token_in_content": ("invalid", "content contains a special token of the tokenizer"),
     "template_error": ("invalid", "the chat template raised an error"),
@@ -81,6 +85,7 @@ class Conversation:
     source: str
     reference_answer: str | None = None
     answer_texts: list[str | None] = field(default_factory=list)  # per assistant turn: info.answer_content
+    rejected: "Conversation | None" = None  # pairs: the rejected conversation (this one is the chosen)
 
 
 def parse_payload(payload) -> dict:
@@ -215,9 +220,26 @@ def _validate_gsm8k(row: dict) -> Conversation:
     return Conversation(messages, sid, "gsm8k", final, [f"\\boxed{{{final}}}"])
 
 
+def _validate_pair(row: dict) -> Conversation:
+    from .pairs import CHOSEN, REJECTED, pair_conversations
+
+    try:
+        chosen, rejected = pair_conversations(row)
+    except ValueError as e:
+        raise RowError("bad_pair_row", str(e)) from None
+    rid = _row_id(row) or content_hash_id(["pair", row["prompt"], row["chosen"], row["rejected"]])
+    source = row.get("info", {}).get("source") if isinstance(row.get("info"), dict) else None
+    sides = [_validate_messages({"messages": conv, "id": rid + suffix, "source": source or "pairs"}, require_info=False)
+             for conv, suffix in ((chosen, CHOSEN), (rejected, REJECTED))]
+    sides[0].rejected = sides[1]
+    return sides[0]
+
+
 def validate_row(payload, input_format: str) -> Conversation:
     """Decode and check one row; raises RowError."""
     row = parse_payload(payload)
     if input_format == "gsm8k":
         return _validate_gsm8k(row)
+    if input_format == "pairs":
+        return _validate_pair(row)
     return _validate_messages(row, require_info=input_format == "am")

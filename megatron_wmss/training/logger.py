@@ -67,7 +67,8 @@ class TrainingLogger:
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{metrics['loss']:.4f}")
         if step % self.log_interval == 0 or step == self.total_steps:
-            extra = "".join(f" | {k} {metrics[k]:.4f}" for k in ("strong_ce", "weak_ce") if k in metrics)
+            shown = ("strong_ce", "weak_ce", "reward_margin", "reward_accuracy")
+            extra = "".join(f" | {k} {metrics[k]:.4f}" for k in shown if k in metrics)
             line = (f"[{self.name}] step {step}/{self.total_steps} | loss {metrics['loss']:.6f}{extra} | "
                     f"lr {metrics['lr']:.3e} | grad_norm {metrics['grad_norm']:.4f} | "
                     f"tok/s {record['tokens_per_s']:.1f} | elapsed {_fmt_duration(elapsed)} | "

@@ -34,15 +34,15 @@ class TrainResult:
                                tokenizer_dir)
 
 
-def _reduce_logged(losses: list[dict], dp_group) -> dict:
-    """Per-token means over the global batch of each logged quantity (last stage only)."""
+def _reduce_logged(losses: list[dict], dp_group, count_name: str = "supervised_tokens") -> dict:
+    """Means over the global batch (per token, or per pair) of each logged quantity (last stage only)."""
     out = {}
     for key in losses[0]:
         total = torch.stack([item[key] for item in losses]).sum(dim=0).double()
         dist.all_reduce(total, group=dp_group)
         out[key] = (total[0] / total[1].clamp_min(1)).item()
         if key == "loss":
-            out["supervised_tokens"] = total[1].item()
+            out[count_name] = total[1].item()
     return out
 
 
@@ -109,8 +109,8 @@ def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, res
             losses = forward_backward(
                 forward_step_func=train_module.forward_step, data_iterator=iter(schedule.micro_batches(step)), model=parts.model,
                 num_microbatches=schedule.num_microbatches, seq_length=cfg.data.seq_length,
-                micro_batch_size=t.micro_batch_size, forward_only=False)
-            metrics = _reduce_logged(losses, dp_group) if layout.is_last_stage else {}
+                micro_batch_size=t.micro_batch_size * train_module.sequences_per_sample, forward_only=False)
+            metrics = _reduce_logged(losses, dp_group, train_module.count_name) if layout.is_last_stage else {}
             _check_finite(step + 1, metrics, parts.model)
             _, grad_norm, _ = parts.optimizer.step()
             metrics.update(lr=parts.optimizer.param_groups[0]["lr"], grad_norm=float(grad_norm or 0.0))

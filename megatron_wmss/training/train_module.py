@@ -1,12 +1,14 @@
 """A train module: one way of training (OLMo-core's TrainModule). It owns how its model is built and
 loaded, its forward step and loss for megatron's pipeline schedules, and which branches it exports; the
 training loop (loop.py) calls these and knows no objective by name. The implementations: sft.py (plain
-cross-entropy), wdjt.py (WD-JT, paper Eq. 5-6) and the paper's baselines neftune.py and undial.py;
+cross-entropy), wdjt.py (WD-JT, paper Eq. 5-6), the paper's baselines neftune.py and undial.py, and
+dpo.py and orpo.py (preference pairs, preference.py);
 `train_module_for` picks one from the recipe.
 
 Forward steps return the loss summed over the micro-batch's supervised tokens together with their
 count; with `calculate_per_token_loss` megatron divides the gradients by the supervised-token count of
-the whole global batch (all micro-batches, all data-parallel ranks), i.e. CE per supervised token.
+the whole global batch (all micro-batches, all data-parallel ranks), i.e. CE per supervised token. The
+preference objectives count pairs instead (a mean over pairs).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from megatron_wmss.losses import IGNORE_INDEX
 
 class TrainModule(ABC):
     init_branches: tuple[str, ...]  # the starting model checkpoints it needs, by branch name
+    sequences_per_sample: int = 1  # rows of the model's batch per dataset item (2 for a preference pair)
+    count_name: str = "supervised_tokens"  # what the loss is averaged over (logged with this name)
 
     @abstractmethod
     def build_model(self, tcfg, arch, init: dict):
@@ -62,15 +66,17 @@ def reduced(loss_sum, mask, **diagnostics):
     return loss_sum, num_tokens, logged
 
 
-OBJECTIVES = ("sft", "wmss", "neftune", "undial")  # training.objective
+OBJECTIVES = ("sft", "wmss", "neftune", "undial", "dpo", "orpo")  # training.objective
 
 
 def train_module_for(cfg) -> TrainModule:
     """The train module of `training.objective` (OBJECTIVES), configured from the recipe."""
     from megatron_wmss.training.neftune import NEFTune
+    from megatron_wmss.training.dpo import DPO
+    from megatron_wmss.training.orpo import ORPO
     from megatron_wmss.training.sft import SFT
     from megatron_wmss.training.undial import UNDIAL
     from megatron_wmss.training.wdjt import WDJT
 
-    modules = {"sft": SFT, "wmss": WDJT, "neftune": NEFTune, "undial": UNDIAL}
+    modules = {"sft": SFT, "wmss": WDJT, "neftune": NEFTune, "undial": UNDIAL, "dpo": DPO, "orpo": ORPO}
     return modules[cfg.training.objective].from_recipe(cfg)
