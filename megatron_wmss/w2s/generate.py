@@ -19,6 +19,7 @@ from pathlib import Path
 
 from megatron_wmss.errors import ConfigError
 from megatron_wmss.w2s.answers import final_answer
+from megatron_wmss.w2s.samples import jsonl_rows
 
 
 @dataclass(frozen=True)
@@ -30,17 +31,8 @@ class Demonstration:
 
 def load_questions(path: str | Path, limit: int | None = None) -> list[dict]:
     """[{"id", "problem"}] of a question file (ids default to `q<row>` and must be unique)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--questions: {path} not found")
     questions: list[dict] = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"--questions: {path}:{n}: not JSON ({e.msg})") from None
+    for n, row in jsonl_rows(path, "--questions"):
         problem = _problem_text(row)
         if problem is None:
             raise ConfigError(f"--questions: {path}:{n}: no 'problem' (or 'question', or a user turn in 'messages')")

@@ -10,19 +10,25 @@ from pathlib import Path
 from megatron_wmss.errors import ConfigError
 
 
-def read_samples(path: str | Path, option: str) -> dict[str, dict]:
-    """{id: row} of a sample file; ConfigError naming `option` and the line when a row is malformed."""
+def jsonl_rows(path: str | Path, option: str):
+    """(line number, object) of each non-empty line of a JSONL file; ConfigError naming `option` when the
+    file is missing or a line is not JSON."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{option}: {path} not found")
-    rows: dict[str, dict] = {}
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            yield n, json.loads(line)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{option}: {path}:{n}: not JSON ({e.msg})") from None
+
+
+def read_samples(path: str | Path, option: str) -> dict[str, dict]:
+    """{id: row} of a sample file; ConfigError naming `option` and the line when a row is malformed."""
+    rows: dict[str, dict] = {}
+    for n, row in jsonl_rows(path, option):
         ok = (isinstance(row, dict) and isinstance(row.get("id"), str) and isinstance(row.get("prompt"), list)
               and isinstance(row.get("samples"), list) and all(isinstance(s, str) for s in row["samples"]))
         if not ok:
