@@ -31,19 +31,20 @@ def delta(value: float, reference: float) -> str:
 
 
 def statistics_table(models: dict, reference: str | None) -> list[str]:
-    """Markdown rows: one per statistic, a column per model, and a Delta column per model other than
-    `reference` (skipped when `reference` is None or not among `models`)."""
+    """Markdown: one row per statistic and a column per model; then, when `reference` is among `models`,
+    a second table of the same shape with each other model's change against it (two narrow tables read
+    better than one with a value and a Delta column per model)."""
     names = list(models)
     others = [n for n in names if reference in models and n != reference]
-    header = "| statistic | " + " | ".join(f"`{n}`" for n in names)
-    header += "".join(f" | Δ `{n}` − `{reference}`" for n in others) + " |"
-    lines = [header, "|---|" + "---|" * (len(names) + len(others))]
-    for key, label in ROWS:
-        if not all(key in models[n] for n in names):
-            continue
-        cells = [f"{models[n][key]:.4g}" for n in names]
-        cells += [delta(models[n][key], models[reference][key]) for n in others]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    rows = [(key, label) for key, label in ROWS if all(key in models[n] for n in names)]
+    lines = ["| statistic | " + " | ".join(f"`{n}`" for n in names) + " |", "|---|" + "---|" * len(names)]
+    lines += [f"| {label} | " + " | ".join(f"{models[n][key]:.4g}" for n in names) + " |" for key, label in rows]
+    if others:
+        lines += ["", f"Change against `{reference}` (Δ, in % of `{reference}`'s value):", "",
+                  "| statistic | " + " | ".join(f"Δ `{n}` − `{reference}`" for n in others) + " |",
+                  "|---|" + "---|" * len(others)]
+        lines += [f"| {label} | " + " | ".join(delta(models[n][key], models[reference][key]) for n in others) + " |"
+                  for key, label in rows]
     return lines
 
 
