@@ -109,6 +109,7 @@ class StudyConfig:
     benchmark_file: Optional[str] = None  # NAME=PATH for `wmss eval --benchmark-file`; null = eval.benchmarks
     curve_steps: list = field(default_factory=list)  # Phase-1 steps also evaluated (the plateau curve)
     heldout_data: Optional[str] = None  # preprocessed held-out prefix: held-out loss of every evaluated model
+    diagnose: bool = True  # `wmss diagnose` of every arm and seed (the logit statistics of study.md)
 
 
 @dataclass

@@ -40,6 +40,15 @@ def test_baseline_arms_train_from_m1_with_their_objective_and_are_diagnosed(tmp_
     assert _command(diagnose)[-3] == f"strong_after={plan.arm_dir('wdjt', 2) / 'export' / 'strong'}"
 
 
+def test_study_diagnose_false_leaves_the_diagnose_jobs_out(tmp_path):
+    cfg = load_config(overrides=["study.arms=[sft, wdjt]", "study.stage_steps=3", "data.path=/nonexistent",
+                                 "study.diagnose=false"])
+    plan = StudyPlan(cfg, tmp_path, build_arms(cfg.study.arms, cfg.study.lams, cfg.wmss.lam))
+    names = [job.name for arm in plan.arms for job in plan.arm_jobs(arm, 1)]
+    assert names and not any(name.startswith("diagnose/") for name in names)
+    assert any(name.startswith("train/") for name in names)
+
+
 def _diagnosis(after: float) -> dict:
     base = {k: 1.0 for k in STATS}
     return {"models": {"weak": dict(base, centered_norm=1191.33, entropy=0.52, positions=9),

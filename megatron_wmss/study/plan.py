@@ -210,7 +210,7 @@ class StudyPlan:
         deps = ("phase1", f"select/seed_{seed}", f"random_set/seed_{seed}")
         return [self._marker_job(f"train/{name}", run_dir, train_command, deps=deps),
                 *self.eval_jobs(name, branch, run_dir, deps=(f"train/{name}",)),
-                self.diagnose_job(name, branch, run_dir, deps=(f"train/{name}",))]
+                *([self.diagnose_job(name, branch, run_dir, deps=(f"train/{name}",))] if self.cfg.study.diagnose else [])]
 
     def diagnose_job(self, name: str, branch: Path, run_dir: Path, deps=()) -> Job:
         """`wmss diagnose` of the arm's model against the weak model and M1 (strong before) into
