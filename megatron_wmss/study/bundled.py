@@ -33,7 +33,7 @@ class BundledSetup:
 
 DEFAULT = BundledSetup(recipe="examples/study/plateau.yaml", num_train=1000, num_test=1000, pretrain_docs=16000,
                        pretrain_steps=150, hidden_size=128, layers=4, ffn_size=384)
-QUICK = replace(DEFAULT, recipe="examples/study/plateau_quick.yaml", num_train=400, num_test=200,
+QUICK = replace(DEFAULT, recipe="examples/study/plateau_quick.yaml", num_train=400, num_test=100,
                 pretrain_docs=2000, pretrain_steps=40, hidden_size=64, layers=2, ffn_size=192, vocab_size=512)
 
 
