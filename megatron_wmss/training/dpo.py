@@ -13,7 +13,7 @@ import torch
 
 from megatron_wmss.distributed import batch_to_device
 from megatron_wmss.training.preference import flatten_pairs, pair_log_probs, pair_reduced
-from megatron_wmss.training.train_module import TrainModule
+from megatron_wmss.training.train_module import TrainModule, build_pair
 
 
 class DPO(TrainModule):
@@ -29,17 +29,7 @@ class DPO(TrainModule):
         return cls(cfg.preference)
 
     def build_model(self, tcfg, arch, init: dict):
-        from megatron_wmss.checkpoint import load_model
-        from megatron_wmss.models.build import build_gpt_model
-        from megatron_wmss.models.pair import WeakStrongPair, finalize_pair_grads
-
-        if tcfg.sequence_parallel:
-            raise NotImplementedError("parallel.sequence_parallel with training.objective=dpo is not supported yet")
-        policy, reference = build_gpt_model(tcfg, arch), build_gpt_model(tcfg, arch)
-        for name, branch in (("model", policy), ("reference", reference)):
-            if init.get(name):
-                load_model(branch, init[name])
-        return WeakStrongPair(policy, reference, freeze_weak=True), finalize_pair_grads
+        return build_pair(tcfg, arch, "dpo", init.get("model"), init.get("reference"), freeze_weak=True)
 
     def forward_step(self, data_iterator, model):
         """Policy and reference on the 2b sequences of b pairs; loss = mean over pairs of the DPO loss.

@@ -32,7 +32,7 @@ from megatron_wmss.distributed import batch_to_device
 from megatron_wmss.errors import ConfigError
 from megatron_wmss.losses import IGNORE_INDEX
 from megatron_wmss.losses._common import EMPTY_MAX, vocab_shard
-from megatron_wmss.training.train_module import TrainModule, masked_labels, reduced, sample_generator
+from megatron_wmss.training.train_module import TrainModule, build_pair, masked_labels, reduced, sample_generator
 
 
 @dataclass
@@ -132,17 +132,9 @@ class UNDIAL(TrainModule):
     def build_model(self, tcfg, arch, init: dict):
         """The trained model and its frozen reference, both from init["model"], as a WeakStrongPair
         (strong = trained, weak = reference, frozen): the pair runs both through the pipeline stages."""
-        from megatron_wmss.checkpoint import load_model
-        from megatron_wmss.models.build import build_gpt_model
-        from megatron_wmss.models.pair import WeakStrongPair, finalize_pair_grads
-
-        if tcfg.sequence_parallel:
-            raise NotImplementedError("parallel.sequence_parallel with training.objective=undial is not supported yet")
-        model, reference = build_gpt_model(tcfg, arch), build_gpt_model(tcfg, arch)
-        if init.get("model"):
-            load_model(model, init["model"])
-        reference.load_state_dict(model.state_dict())
-        return WeakStrongPair(model, reference, freeze_weak=True), finalize_pair_grads
+        pair, finalize = build_pair(tcfg, arch, "undial", init.get("model"), freeze_weak=True)
+        pair.weak.load_state_dict(pair.strong.state_dict())
+        return pair, finalize
 
     def forward_step(self, data_iterator, model):
         """Both models on the micro-batch; the loss is UNDIAL's CE against the adjusted reference

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from megatron_wmss.distributed import batch_to_device
 from megatron_wmss.errors import ConfigError
-from megatron_wmss.training.train_module import TrainModule, masked_labels, reduced
+from megatron_wmss.training.train_module import TrainModule, build_pair, masked_labels, reduced
 
 
 @dataclass
@@ -36,17 +36,7 @@ class WDJT(TrainModule):
         return cls(cfg.wmss)  # the recipe's `wmss` section is a WDJTConfig (config.WmssConfig)
 
     def build_model(self, tcfg, arch, init: dict):
-        from megatron_wmss.checkpoint import load_model
-        from megatron_wmss.models.build import build_gpt_model
-        from megatron_wmss.models.pair import WeakStrongPair, finalize_pair_grads
-
-        if tcfg.sequence_parallel:
-            raise NotImplementedError("parallel.sequence_parallel with training.objective=wmss is not supported yet")
-        strong, weak = build_gpt_model(tcfg, arch), build_gpt_model(tcfg, arch)
-        for name, branch in (("strong", strong), ("weak", weak)):
-            if init.get(name):
-                load_model(branch, init[name])
-        return WeakStrongPair(strong, weak, freeze_weak=self.config.freeze_weak), finalize_pair_grads
+        return build_pair(tcfg, arch, "wmss", init.get("strong"), init.get("weak"), freeze_weak=self.config.freeze_weak)
 
     def forward_step(self, data_iterator, model):
         """Both branches on the same micro-batch; the loss is the CE of lam*z_strong + (1-lam)*z_weak
