@@ -260,15 +260,17 @@ def finish(cfg, final_ckpt: Path, name: str) -> None:
         _wmss_subprocess(*eval_command(cfg.eval, hf_dir, run_dir / "eval" / name, f"{cfg.data.path}.manifest.json"))
 
 
-def eval_command(ev, hf_dir: Path, out_dir: Path, manifest: str) -> list[str]:
+def eval_command(ev, hf_dir: Path, out_dir: Path, manifest: str, benchmark_file: str | None = None) -> list[str]:
     """The `wmss eval` arguments for the `eval` section of a recipe (backend auto: vllm on GPU when
-    installed, else transformers; max_new_tokens null: the paper's per-benchmark limits)."""
+    installed, else transformers; max_new_tokens null: the paper's per-benchmark limits).
+    `benchmark_file` (NAME=PATH) replaces eval.benchmarks with that file's problems."""
     backend = ev.backend
     if backend == "auto":
         has_vllm = importlib.util.find_spec("vllm") is not None  # not imported here: that is seconds of CUDA setup
         backend = "vllm" if torch.cuda.is_available() and has_vllm else "transformers"
     args = ["eval", "--model", str(hf_dir), "--output-dir", str(out_dir), "--manifest", manifest,
-            "--benchmarks", ",".join(ev.benchmarks), "--backend", backend, "--n", str(ev.num_samples),
+            *(["--benchmark-file", benchmark_file] if benchmark_file else ["--benchmarks", ",".join(ev.benchmarks)]),
+            "--backend", backend, "--n", str(ev.num_samples),
             "--temperature", str(ev.temperature), "--top-p", str(ev.top_p),
             "--k", ",".join(str(k) for k in ev.pass_at_k)]
     if backend == "transformers":

@@ -246,10 +246,8 @@ class StudyPlan:
         eval.benchmarks."""
         from megatron_wmss.pipeline import eval_command
 
-        args = eval_command(self.cfg.eval, hf, ev, f"{self.cfg.data.path}.manifest.json")
-        if self.cfg.study.benchmark_file:
-            at = args.index("--benchmarks")
-            args[at:at + 2] = ["--benchmark-file", self.cfg.study.benchmark_file]
+        args = eval_command(self.cfg.eval, hf, ev, f"{self.cfg.data.path}.manifest.json",
+                            self.cfg.study.benchmark_file)
         return args + ["--no-progress"]
 
     def jobs(self) -> list[Job]:

@@ -44,6 +44,7 @@ class W2SConfig:
     baseline_steps: Optional[int] = None
     stage2_lr: Optional[float] = None  # peak learning rate of DPO/ORPO (null = training.lr)
     baseline: bool = True  # also train and evaluate the full-weak-FT baseline
+    benchmark_file: Optional[str] = None  # NAME=PATH for `wmss eval --benchmark-file`; null = eval.benchmarks
 
     def __post_init__(self):
         self.validate()
@@ -69,6 +70,7 @@ class W2SConfig:
         checks += [(getattr(self, n) is None or getattr(self, n) >= 1, n, "must be >= 1 (or null)")
                    for n in ("stage1_steps", "stage2_steps", "baseline_steps")]
         checks.append((self.stage2_lr is None or self.stage2_lr > 0, "stage2_lr", "must be > 0 (or null)"))
+        checks.append((self.benchmark_file is None or "=" in self.benchmark_file, "benchmark_file", "expected NAME=PATH"))
         for ok, option, message in checks:
             if not ok:
                 raise ConfigError(f"w2s.{option}: {message}")

@@ -104,7 +104,8 @@ class W2SRun:
             from megatron_wmss.pipeline import eval_command
 
             manifest = self.dir / "stage1" / "data" / "sft.manifest.json"  # the prompt M_plus was trained with
-            command += ["--", *eval_command(self.cfg.eval, hf, self.dir / "eval" / name, str(manifest))[1:]]
+            command += ["--", *eval_command(self.cfg.eval, hf, self.dir / "eval" / name, str(manifest),
+                                            self.w.benchmark_file)[1:]]
         self._call(command)
 
     def _select(self, step: str) -> None:
