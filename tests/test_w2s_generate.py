@@ -64,7 +64,8 @@ def test_a_rerun_with_other_settings_stops(tmp_path):
     ("w2s.variant=both", "w2s.variant"), ("w2s.mplus_samples=1", "w2s.mplus_samples"),
     ("w2s.min_confidence=1.5", "w2s.min_confidence"), ("w2s.objective=ppo", "w2s.objective"),
     ("w2s.backend=tgi", "w2s.backend"), ("w2s.stage2_steps=0", "w2s.stage2_steps"),
-    ("w2s.temperature=0", "w2s.temperature"), ("w2s.unknown=1", "w2s.unknown")])
+    ("w2s.temperature=0", "w2s.temperature"), ("w2s.unknown=1", "w2s.unknown"),
+    ("w2s.stage1_rounds=0", "w2s.stage1_rounds"), ("w2s.benchmark_file=arith", "w2s.benchmark_file")])
 def test_recipe_errors_name_the_option(override, option):
     with pytest.raises(ConfigError, match=option):
         load_config(None, [override])
@@ -80,3 +81,30 @@ def test_a_run_needs_its_inputs(tmp_path):
         W2SConfig(weak_model=str(tmp_path / "weak"), min_confidence=0.5).check_ready()
     with pytest.raises(ConfigError, match="w2s.min_confidence: required"):
         W2SConfig(weak_model=str(tmp_path / "weak"), questions=str(tmp_path / "q.jsonl")).check_ready()
+
+
+def test_stage1_rounds_regenerate_icl_data_with_the_previous_m_plus(tmp_path):
+    """Round r > 1 prompts round r-1's M_plus, trains M0 afresh into stage1/round<r>/, and Stage II starts
+    from the last round's M_plus; only the last round is evaluated as `mplus`."""
+    from megatron_wmss.w2s.run import W2SRun
+
+    cfg = load_config(None, [f"run_dir={tmp_path}", "model.hf_path=STRONG", "w2s.stage1_rounds=3",
+                             "w2s.min_confidence=0.5"])
+    run = W2SRun(cfg)
+    calls = []
+    run._wmss = lambda *args, ranks=1: calls.append([str(a) for a in args])
+    run._export_and_eval = lambda checkpoint, hf, name: calls.append(["export", str(checkpoint), str(hf), name])
+    steps = {step.name: step for step in run.steps()}
+    assert [n for n in steps if n.startswith(("icl_data", "train_mplus"))] == [
+        "icl_data", "train_mplus", "icl_data_r2", "train_mplus_r2", "icl_data_r3", "train_mplus_r3"]
+    for name in ("icl_data", "icl_data_r2", "icl_data_r3", "train_mplus_r3", "export_mplus_r2", "export_mplus_r3",
+                 "mplus_samples", "train_mpro"):
+        steps[name].action()
+    models = [c[c.index("--model") + 1] for c in calls if "--model" in c]
+    s1 = tmp_path.resolve() / "stage1"
+    assert models == ["STRONG", str(s1 / "hf"), str(s1 / "round2" / "hf"), str(s1 / "round3" / "hf")]
+    train_r3 = next(c for c in calls if c[0] == "train" and f"run_dir={s1 / 'round3' / 'train'}" in c)
+    assert train_r3[train_r3.index("--init-model") + 1] == str(tmp_path.resolve() / "M0")
+    assert [c[-1] for c in calls if c[0] == "export"] == ["mplus_round2", "mplus"]
+    train_mpro = calls[-1]
+    assert train_mpro[train_mpro.index("--init-model") + 1] == str(s1 / "round3" / "train" / "export" / "model")

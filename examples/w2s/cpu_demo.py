@@ -30,10 +30,10 @@ sys.path.insert(0, str(REPO))
 from megatron_wmss.quickstart.base_model import BaseModelConfig  # noqa: E402
 from megatron_wmss.study import bundled  # noqa: E402
 
-GOLD = 100  # training problems with gold solutions for the weak model
+GOLD = 300  # training problems with gold solutions for the weak model
 WEAK_BASE = BaseModelConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
                             intermediate_size=192, steps=150, seed=bundled.TASK_SEED)
-WEAK_SFT_STEPS = 200  # 16 epochs of the gold set at global batch 8
+WEAK_SFT_STEPS = 600  # 16 epochs of the gold set at global batch 8
 RECIPE = REPO / "examples" / "w2s" / "cpu_demo.yaml"
 ARMS = {"baseline": "full weak FT", "mplus": "Stage I (M_plus)", "mpro": "Stage II (M_pro)"}
 

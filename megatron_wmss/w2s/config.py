@@ -36,6 +36,7 @@ class W2SConfig:
     system_prompt: Optional[str] = DEFAULT_SYSTEM_PROMPT  # null = no system message
     # Stage I / Stage II data
     variant: str = "hybrid"  # which consistent solutions M_plus is trained on: weak / icl / hybrid
+    stage1_rounds: int = 1  # Stage I rounds; round r > 1 regenerates the ICL data with round r-1's M_plus
     min_confidence: Optional[float] = None  # required: least M_plus confidence for a pair
     objective: str = "dpo"  # Stage II: dpo (reference = M_plus) or orpo
     # optimizer steps of each training (null = training.epochs of its data)
@@ -64,6 +65,7 @@ class W2SConfig:
             (self.batch_size >= 1, "batch_size", "must be >= 1"),
             (self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1"),
             (self.variant in VARIANTS, "variant", f"one of {'/'.join(VARIANTS)}"),
+            (self.stage1_rounds >= 1, "stage1_rounds", "must be >= 1"),
             (self.min_confidence is None or 0 < self.min_confidence <= 1, "min_confidence", "must be in (0, 1]"),
             (self.objective in ("dpo", "orpo"), "objective", "one of dpo/orpo"),
         ]

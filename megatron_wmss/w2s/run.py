@@ -8,12 +8,15 @@ sample file, training from its last checkpoint). Layout of `run_dir`:
 
   config.yaml          the resolved recipe (every `wmss train` reads it)
   M0/                  the strong model (model.hf_path) as a megatron checkpoint
-  stage1/              weak.jsonl, icl.jsonl (sample files), sft.jsonl + filter.json (consistent questions),
-                       data/sft.* (indexed), train/ (SFT of M0; export/model = M_plus), hf/ (M_plus, HF)
+  stage1/              weak.jsonl, icl.jsonl (sample files), sft.jsonl + sft.json (consistent questions),
+                       data/sft.* (indexed), train/ (SFT of M0; export/model = M_plus), hf/ (M_plus, HF);
+                       round<r>/ the same for Stage I round r > 1 (w2s.stage1_rounds; ICL data from
+                       round r-1's M_plus), whose last round's M_plus Stage II starts from
   stage2/              mplus.jsonl (M_plus samples), pairs.jsonl + pairs.json, data/pairs.*,
                        train/ (DPO with reference M_plus, or ORPO; export/model = M_pro), hf/
   baseline/            sft.jsonl (every weak solution), data/sft.*, train/ (SFT of M0), hf/
-  eval/<model>/        `wmss eval` of mplus, mpro, baseline (when eval.enabled)
+  eval/<model>/        `wmss eval` of mplus (the last round), mplus_round<r> (earlier rounds), mpro, baseline
+                       (when eval.enabled)
   summary.json         data counts and the evaluations
 """
 
@@ -108,8 +111,8 @@ class W2SRun:
                                             self.w.benchmark_file)[1:]]
         self._call(command)
 
-    def _select(self, step: str) -> None:
-        """The in-process data steps: Stage I filter, Stage II pairs, the baseline's rows."""
+    def _select(self, step: str, round_: int = 1) -> None:
+        """The in-process data steps: Stage I filter (of round `round_`), Stage II pairs, the baseline's rows."""
         from megatron_wmss.w2s.consistency import all_weak_rows, filter_rows
         from megatron_wmss.w2s.contrast import pair_rows
         from megatron_wmss.w2s.samples import read_samples, write_jsonl
@@ -119,9 +122,9 @@ class W2SRun:
             write_jsonl(self.dir / "baseline" / "sft.jsonl", all_weak_rows(weak))
             return
         if step == "filter":
-            out = self.dir / "stage1"
+            out = self.round_dir(round_)
             rows, counts = filter_rows(weak, read_samples(out / "icl.jsonl", "ICL data"), self.w.variant)
-            name, what = "sft", "Stage I kept no question (no weak and ICL final answers agree)"
+            name, what = "sft", f"Stage I round {round_} kept no question (no weak and ICL final answers agree)"
         else:
             out = self.dir / "stage2"
             rows, counts = pair_rows(read_samples(out / "mplus.jsonl", "M_plus samples"), weak, self.w.min_confidence)
@@ -133,22 +136,46 @@ class W2SRun:
         (out / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
         write_jsonl(out / f"{name}.jsonl", rows)
 
+    # ---- Stage I rounds
+    def round_dir(self, round_: int) -> Path:
+        """Stage I round 1 lives in stage1/, round r > 1 in stage1/round<r>/ (the weak data stays in stage1/)."""
+        return self.dir / "stage1" / ("" if round_ == 1 else f"round{round_}")
+
+    def mplus_eval_name(self, round_: int) -> str:
+        """eval/mplus is the last round's M_plus (the one Stage II starts from); earlier rounds: mplus_round<r>."""
+        return "mplus" if round_ == self.w.stage1_rounds else f"mplus_round{round_}"
+
+    def stage1_round(self, round_: int) -> list[Step]:
+        """Round 1: ICL data from the strong model. Round r > 1: ICL data from round r-1's M_plus (the same
+        weak demonstrations), filtered against the same weak data; every round fine-tunes M0 afresh."""
+        d, w = self.round_dir(round_), self.w
+        icl_model = self.cfg.model.hf_path if round_ == 1 else self.round_dir(round_ - 1) / "hf"
+        tag = "" if round_ == 1 else f"_r{round_}"
+        return [
+            Step(f"icl_data{tag}", lambda: self._generate(icl_model, d / "icl.jsonl", w.icl_samples, "--demonstrations",
+                                                          self.dir / "stage1" / "weak.jsonl", "--shots", w.icl_shots)),
+            Step(f"filter{tag}", lambda: self._select("filter", round_)),
+            Step(f"preprocess_sft{tag}", lambda: self._preprocess(d / "sft.jsonl", d / "data" / "sft", "messages")),
+            Step(f"train_mplus{tag}", lambda: self._train(d / "train", d / "data" / "sft", "sft", self.m0, w.stage1_steps)),
+            Step(f"export_mplus{tag}", lambda: self._export_and_eval(d / "train" / "export" / "model", d / "hf",
+                                                                     self.mplus_eval_name(round_))),
+        ]
+
     # ---- the plan
     def steps(self) -> list[Step]:
         d, w, p = self.dir, self.w, self.cfg.parallel
         s1, s2, base = d / "stage1", d / "stage2", d / "baseline"
-        mplus, mpro = s1 / "train" / "export" / "model", s2 / "train" / "export" / "model"
+        last = self.round_dir(w.stage1_rounds)
+        mplus, mpro = last / "train" / "export" / "model", s2 / "train" / "export" / "model"
         steps = [
             Step("convert_strong", lambda: self._wmss("convert", "hf-to-megatron", "--hf", self.cfg.model.hf_path,
                                                       "--out", self.m0, "--tp", p.tp, "--pp", p.pp, "--overwrite")),
             Step("weak_data", lambda: self._generate(w.weak_model, s1 / "weak.jsonl", w.weak_samples)),
-            Step("icl_data", lambda: self._generate(self.cfg.model.hf_path, s1 / "icl.jsonl", w.icl_samples,
-                                                    "--demonstrations", s1 / "weak.jsonl", "--shots", w.icl_shots)),
-            Step("filter", lambda: self._select("filter")),
-            Step("preprocess_sft", lambda: self._preprocess(s1 / "sft.jsonl", s1 / "data" / "sft", "messages")),
-            Step("train_mplus", lambda: self._train(s1 / "train", s1 / "data" / "sft", "sft", self.m0, w.stage1_steps)),
-            Step("export_mplus", lambda: self._export_and_eval(mplus, s1 / "hf", "mplus")),
-            Step("mplus_samples", lambda: self._generate(s1 / "hf", s2 / "mplus.jsonl", w.mplus_samples)),
+        ]
+        for round_ in range(1, w.stage1_rounds + 1):
+            steps += self.stage1_round(round_)
+        steps += [
+            Step("mplus_samples", lambda: self._generate(last / "hf", s2 / "mplus.jsonl", w.mplus_samples)),
             Step("pairs", lambda: self._select("pairs")),
             Step("preprocess_pairs", lambda: self._preprocess(s2 / "pairs.jsonl", s2 / "data" / "pairs", "pairs")),
             Step("train_mpro", lambda: self._train(s2 / "train", s2 / "data" / "pairs", w.objective, mplus,
@@ -183,10 +210,14 @@ class W2SRun:
         return summary
 
     def summary(self) -> dict:
-        """Data counts of the filter and the pairs, and each evaluated model's pass@1 / pass@k."""
-        out = {"filter": _read_json(self.dir / "stage1" / "sft.json"),
+        """Data counts of the (last round's) filter and the pairs, each round's filter when there are
+        several, and each evaluated model's pass@1 / pass@k."""
+        rounds = range(1, self.w.stage1_rounds + 1)
+        out = {"filter": _read_json(self.round_dir(rounds[-1]) / "sft.json"),
                "pairs": _read_json(self.dir / "stage2" / "pairs.json"), "models": {}}
-        for name in MODELS:
+        if len(rounds) > 1:
+            out["stage1_rounds"] = [_read_json(self.round_dir(r) / "sft.json") for r in rounds]
+        for name in [self.mplus_eval_name(r) for r in rounds[:-1]] + list(MODELS):
             evaluation = _read_json(self.dir / "eval" / name / "summary.json")
             if evaluation:
                 out["models"][name] = {b: {"pass@1": r["pass@1"], "pass@k": r["pass@k"], "problems": r["problems"]}
