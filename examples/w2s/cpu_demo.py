@@ -5,9 +5,11 @@
   python examples/w2s/cpu_demo.py --out runs/w2s_demo --seeds 1  # one seed (minutes)
 
 The models, made here with no download:
-- task, tokenizer and the STRONG model: those of the bundled `wmss study` (study/bundled.py DEFAULT:
-  1,000 training and 1,000 held-out problems of the "plateau" arithmetic family; a 0.94M-parameter
-  Qwen3 pre-trained 150 steps on plain task text, never shown the chat format).
+- task and tokenizer: those of the bundled `wmss study` (study/bundled.py DEFAULT: 1,000 training and
+  1,000 held-out problems of the "plateau" arithmetic family).
+- the STRONG model: the study's M0 architecture (a 0.94M-parameter Qwen3) pre-trained ten times longer
+  (STRONG_PRETRAIN_STEPS) on the same plain task text; never shown the chat format or a gold solution
+  in it. (With the study's own 150-step M0 as the strong model nothing learns: docs/w2s.md.)
 - the WEAK model: a smaller Qwen3 (WEAK_BASE below) pre-trained on the same text, then fine-tuned with
   `wmss train` on the gold solutions of the first GOLD training problems (the paper's "small set with
   gold solutions").
@@ -34,6 +36,7 @@ GOLD = 300  # training problems with gold solutions for the weak model
 WEAK_BASE = BaseModelConfig(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, head_dim=16,
                             intermediate_size=192, steps=150, seed=bundled.TASK_SEED)
 WEAK_SFT_STEPS = 600  # 16 epochs of the gold set at global batch 8
+STRONG_PRETRAIN_STEPS = 1500
 RECIPE = REPO / "examples" / "w2s" / "cpu_demo.yaml"
 ARMS = {"baseline": "full weak FT", "mplus": "Stage I (M_plus)", "mpro": "Stage II (M_pro)"}
 
@@ -58,6 +61,21 @@ def prepare(out: Path) -> None:
         write_rows(out / "w2s" / "gold.jsonl", train[:GOLD])
         questions = [{"id": r["id"], "problem": r["messages"][0]["content"]} for r in train[GOLD:]]
         write_rows(out / "w2s" / "questions.jsonl", questions)
+
+
+def strong_model(out: Path) -> Path:
+    """The strong model: the study M0's shape and seed, pre-trained STRONG_PRETRAIN_STEPS steps."""
+    from megatron_wmss.quickstart import steps
+    from megatron_wmss.quickstart.base_model import pretrain
+    from megatron_wmss.quickstart.task import read_pretrain_docs
+
+    hf = out / "w2s" / "strong"
+    if not (hf / "config.json").is_file():
+        setup = bundled.DEFAULT
+        config = BaseModelConfig(hidden_size=setup.hidden_size, num_layers=setup.layers,
+                                 intermediate_size=setup.ffn_size, steps=STRONG_PRETRAIN_STEPS, seed=bundled.TASK_SEED)
+        pretrain(hf, out / "tokenizer", read_pretrain_docs(out / "task"), config, log=steps.say)
+    return hf
 
 
 def weak_model(out: Path) -> Path:
@@ -98,12 +116,12 @@ def benchmark_file(out: Path) -> str:
     return f"{bundled.BENCH_NAME}={out / 'task' / 'test_benchmark.jsonl'}"
 
 
-def run_seed(out: Path, weak: Path, seed: int) -> dict:
+def run_seed(out: Path, strong: Path, weak: Path, seed: int) -> dict:
     from megatron_wmss.quickstart.task import SYSTEM_PROMPT
 
     run_dir = out / "w2s" / f"seed_{seed}"
     if not (run_dir / "summary.json").is_file() or not (run_dir / "done" / "export_baseline").is_file():
-        wmss("w2s", "run", "--config", RECIPE, f"run_dir={run_dir}", f"model.hf_path={out / 'base_model'}",
+        wmss("w2s", "run", "--config", RECIPE, f"run_dir={run_dir}", f"model.hf_path={strong}",
              f"w2s.weak_model={weak}", f"w2s.questions={out / 'w2s' / 'questions.jsonl'}",
              f"w2s.benchmark_file={benchmark_file(out)}", f"w2s.system_prompt={SYSTEM_PROMPT}", f"w2s.seed={seed}", f"training.seed={seed}",
              f"data.seed={seed}")
@@ -138,10 +156,10 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out.resolve()
     prepare(out)
-    weak = weak_model(out)
-    reference = {"strong base model (M0)": evaluate(out, out / "base_model", "m0"),
+    strong, weak = strong_model(out), weak_model(out)
+    reference = {"strong base model": evaluate(out, strong, "strong"),
                  "weak model (gold SFT)": evaluate(out, weak, "weak")}
-    summaries = {seed: run_seed(out, weak, seed) for seed in args.seeds}
+    summaries = {seed: run_seed(out, strong, weak, seed) for seed in args.seeds}
     text = report(out, args.seeds, summaries, reference)
     (out / "w2s" / "report.md").write_text(text)
     print(text)
