@@ -129,19 +129,19 @@ def run_seed(out: Path, strong: Path, weak: Path, seed: int) -> dict:
 
 
 def report(out: Path, seeds: list[int], summaries: dict, reference: dict) -> str:
-    """Markdown: per-arm accuracy per seed, the mean with its 95% Student-t CI over seeds, and the data
+    """Markdown: per-arm accuracy (%, `wmss eval`'s pass@1) per seed, the mean with its 95% Student-t CI over seeds, and the data
     counts of each seed's filter and pairs."""
     from megatron_wmss.study.stats import seed_mean_ci
 
     lines = ["| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean [95% CI] |",
              "|---|" + "---|" * (len(seeds) + 1)]
     for name, accuracy in reference.items():  # one model, no seed
-        lines.append(f"| {name} | " + " | ".join("" for _ in seeds) + f" | {100 * accuracy:.1f} |")
+        lines.append(f"| {name} | " + " | ".join("" for _ in seeds) + f" | {accuracy:.1f} |")
     for arm, label in ARMS.items():
         per_seed = {s: summaries[s]["models"][arm][bundled.BENCH_NAME]["pass@1"] for s in seeds}
         mean, ci = seed_mean_ci(per_seed) if len(seeds) > 1 else (per_seed[seeds[0]], [float("nan")] * 2)
-        lines.append(f"| {label} | " + " | ".join(f"{100 * per_seed[s]:.1f}" for s in seeds)
-                     + f" | {100 * mean:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}] |")
+        lines.append(f"| {label} | " + " | ".join(f"{per_seed[s]:.1f}" for s in seeds)
+                     + f" | {mean:.1f} [{ci[0]:.1f}, {ci[1]:.1f}] |")
     lines += ["", "| seed | Stage I questions | Stage I rows | Stage II questions | pairs |", "|---|---|---|---|---|"]
     for s in seeds:
         f, p = summaries[s]["filter"], summaries[s]["pairs"]
