@@ -245,6 +245,9 @@ def validate(cfg: Config) -> None:
     _check(p.vpp is None, "parallel.vpp", "virtual pipeline stages are not implemented yet (the model is built "
            "as one chunk per stage); use null")
     _check(d.seq_length >= 2, "data.seq_length", "must be >= 2")
+    _check(not p.sequence_parallel or d.seq_length % p.tp == 0, "parallel.sequence_parallel",
+           f"the sequence is split over the {p.tp} tensor-parallel ranks: data.seq_length ({d.seq_length}) "
+           f"must be divisible by parallel.tp")
     _check(t.objective in OBJECTIVES, "training.objective", "one of " + "/".join(OBJECTIVES))
     _check(t.epochs > 0, "training.epochs", "must be > 0")
     _check(t.train_iters is None or t.train_iters > 0, "training.train_iters", "must be > 0")

@@ -66,6 +66,14 @@ def test_wmss_run_refuses_packed_data(tmp_path):
         run_main(["--config", str(recipe), f"run_dir={tmp_path}/run"])
 
 
+def test_sequence_parallel_needs_a_sequence_divisible_by_tp():
+    with pytest.raises(ConfigError, match=r"parallel\.sequence_parallel: .*data\.seq_length \(4098\) must be "
+                                          r"divisible by parallel\.tp"):
+        load_config(overrides=["parallel.tp=4", "parallel.sequence_parallel=true", "data.seq_length=4098"])
+    load_config(overrides=["parallel.tp=4", "parallel.sequence_parallel=true", "data.seq_length=4096"])
+    load_config(overrides=["parallel.sequence_parallel=true", "data.seq_length=4097"])  # tp = 1: a no-op
+
+
 def test_missing_recipe_and_bad_override_syntax(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

@@ -57,6 +57,20 @@ def test_fp8_needs_transformer_engine():
         transformer_config_from_hf(QWEN3, transformer_impl="local", fp8="hybrid")
 
 
+def test_sequence_parallel_with_torch_norms_on_a_gpu_is_refused(monkeypatch):
+    """On CPU compat/cpu.py lets megatron's torch norms run sequence-parallel; on a GPU (where it is not
+    applied) the local spec would stop at megatron's assert: refused by name instead."""
+    from megatron_wmss.errors import ConfigError
+
+    tcfg, _ = transformer_config_from_hf(QWEN3, tp=2, transformer_impl="local", sequence_parallel=True)
+    assert tcfg.sequence_parallel
+    tcfg, _ = transformer_config_from_hf(QWEN3, tp=1, transformer_impl="local", sequence_parallel=True)
+    assert not tcfg.sequence_parallel  # a no-op at TP=1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(ConfigError, match=r"parallel\.sequence_parallel: .*transformer_impl=transformer_engine"):
+        transformer_config_from_hf(QWEN3, tp=2, transformer_impl="local", sequence_parallel=True)
+
+
 @pytest.mark.gpu
 def test_fp8_settings_reach_the_te_config():
     """On a GPU with TE the FP8 recipe fields are carried into TransformerConfig."""

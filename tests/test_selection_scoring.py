@@ -1,5 +1,5 @@
 """The WD-DS scoring pass (Eq. 7, shifted, vocab-parallel, fp32) equals a float64 single-process
-reference at TP=1, TP=2, PP=2 and DP=2, and resumes by sample id."""
+reference at TP=1, TP=2, TP=2 with sequence parallelism, PP=2 and DP=2, and resumes by sample id."""
 
 import json
 from pathlib import Path
@@ -45,8 +45,9 @@ def scoring_rank(workdir, layouts):
     from megatron_wmss.selection.scoring import score_dataset
 
     results = {}
-    for name, (tp, pp) in layouts.items():
-        cfg = make_config(Path(workdir) / name, "wmss", tp, pp, **{"training.micro_batch_size": 2})
+    for name, (tp, pp, sp) in layouts.items():
+        cfg = make_config(Path(workdir) / name, "wmss", tp, pp, **{"training.micro_batch_size": 2,
+                                                                  "parallel.sequence_parallel": str(sp).lower()})
         distributed.initialize(tp=tp, pp=pp)
         pair = build_scoring_pair(cfg, TINY_QWEN3, f"{workdir}/weak", f"{workdir}/strong")
         results[name] = score_dataset(pair, ToySFTDataset(NUM_SAMPLES), Path(workdir) / name,
@@ -64,12 +65,13 @@ def scored(tmp_path_factory):
     seeded = [{"id": f"toy-{i}", "tokens": 1, "h_strong": 123.0, "h_weak": 456.0} for i in (0, 5)]
     (workdir / "tp1" / "scores" / "rank0.jsonl").write_text("".join(json.dumps(r) + "\n" for r in seeded))
     _, reference, results = run_ranks(sequence_rank, 1, (init_checkpoints_rank, str(workdir)),
-                                      (reference_rank, str(workdir)), (scoring_rank, str(workdir), {"tp1": (1, 1)}))[0]
-    results.update(run_ranks(scoring_rank, 2, str(workdir), {"tp2": (2, 1), "pp2": (1, 2), "dp2": (1, 1)})[0])
+                                      (reference_rank, str(workdir)), (scoring_rank, str(workdir), {"tp1": (1, 1, False)}))[0]
+    layouts = {"tp2": (2, 1, False), "tp2sp": (2, 1, True), "pp2": (1, 2, False), "dp2": (1, 1, False)}
+    results.update(run_ranks(scoring_rank, 2, str(workdir), layouts)[0])
     return reference, results
 
 
-@pytest.mark.parametrize("layout", ["tp1", "tp2", "pp2", "dp2"])
+@pytest.mark.parametrize("layout", ["tp1", "tp2", "tp2sp", "pp2", "dp2"])
 def test_scores_match_float64_reference(scored, layout):
     reference, results = scored
     got = results[layout]

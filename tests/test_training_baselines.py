@@ -1,6 +1,7 @@
 """The paper's baselines as train modules (App. E.6). NEFTune: uniform embedding noise of magnitude
 alpha/sqrt(L*d), only in training. UNDIAL: the CE against softmax(z_ref - delta*onehot(y)) and its
-gradients equal a float64 reference. Both train at TP=2 and PP=2 as in one process (3 steps)."""
+gradients equal a float64 reference. Both train at TP=2 (also with sequence parallelism, where NEFTune
+adds each rank's slice of the row's noise) and PP=2 as in one process (3 steps)."""
 
 import math
 
@@ -80,7 +81,7 @@ def test_undial_without_noise_is_a_constant_penalty():
 
 
 OBJECTIVES = ("neftune", "undial")
-LAYOUTS = {"tp2": dict(tp=2), "pp2": dict(pp=2)}
+LAYOUTS = {"tp2": dict(tp=2), "tp2sp": dict(tp=2, **{"parallel.sequence_parallel": "true"}), "pp2": dict(pp=2)}
 
 
 @pytest.fixture(scope="module")

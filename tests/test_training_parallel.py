@@ -1,5 +1,5 @@
-"""SFT and WD-JT training: losses and parameters after 3 steps at TP=2, PP=2, DP=2 and TP=2 x PP=2 equal
-the single-process run; bf16 (TP=1 and TP=2) tracks the fp32 run; lam=1 with a frozen weak branch is SFT
+"""SFT and WD-JT training: losses and parameters after 3 steps at TP=2, PP=2, DP=2 and TP=2 x PP=2, and
+at TP=2 and TP=2 x PP=2 with sequence parallelism, equal the single-process run; bf16 (TP=1 and TP=2) tracks the fp32 run; lam=1 with a frozen weak branch is SFT
 of the strong model; freezing keeps the weak weights bit-identical, training both changes both."""
 
 import pytest
@@ -8,7 +8,9 @@ from megatron_wmss.testing import run_ranks
 from tests.training_helpers import init_checkpoints_rank, load_exported_rank, read_metrics, train_runs_rank
 
 LR = 1e-3  # training_helpers.make_config
-LAYOUTS = {2: {"tp2": dict(tp=2), "pp2": dict(pp=2), "dp2": dict(dist_opt=True)}, 4: {"tp2pp2": dict(tp=2, pp=2)}}
+SP = {"parallel.sequence_parallel": "true"}
+LAYOUTS = {2: {"tp2": dict(tp=2), "tp2sp": dict(tp=2, **SP), "pp2": dict(pp=2), "dp2": dict(dist_opt=True)},
+           4: {"tp2pp2": dict(tp=2, pp=2), "tp2pp2sp": dict(tp=2, pp=2, **SP)}}
 OBJECTIVES = ("sft", "wmss")
 BRANCHES = {"sft": ["model"], "wmss": ["strong", "weak"]}
 LAM1_FROZEN = {"wmss.lam": 1.0, "wmss.freeze_weak": "true"}

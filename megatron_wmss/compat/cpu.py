@@ -9,6 +9,7 @@ docs/cpu.md and the probes in ../shared/probes/megatron-core-cpu/).
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import importlib
 import math
@@ -185,6 +186,29 @@ def _clip_grads_without_cuda_check():
     optimizer.clip_grad_by_total_norm_fp32 = clip_grad_by_total_norm_fp32
 
 
+def _torch_norm_sequence_parallel():
+    """transformer.torch_norm.WrappedTorchNorm (the local spec's norms without TE or apex) asserts
+    `not config.sequence_parallel`. A torch norm is per token, so it is correct on a sequence shard;
+    what SP needs is that its weight grads (partial sums over this rank's tokens) are all-reduced over
+    TP, which `finalize_model_grads` does for parameters marked `sequence_parallel` (as TE's norms are).
+    Build the norm without the assert and mark its parameters."""
+    from megatron.core.transformer import torch_norm
+
+    build = torch_norm.WrappedTorchNorm.__new__
+
+    def __new__(cls, config, *args, **kwargs):
+        if not config.sequence_parallel:
+            return build(cls, config, *args, **kwargs)
+        plain = copy.copy(config)
+        plain.sequence_parallel = False
+        norm = build(cls, plain, *args, **kwargs)
+        for param in norm.parameters():
+            param.sequence_parallel = True
+        return norm
+
+    torch_norm.WrappedTorchNorm.__new__ = __new__
+
+
 PATCHES = {
     "rng": _cpu_rng_tracker,
     "memory_buffer": _global_memory_buffer_on_cpu,
@@ -194,6 +218,7 @@ PATCHES = {
     "module_factories": _module_torch_factories,
     "tensor_cuda": _tensor_cuda_identity,
     "clip_grads": _clip_grads_without_cuda_check,
+    "torch_norm_sp": _torch_norm_sequence_parallel,
 }
 
 

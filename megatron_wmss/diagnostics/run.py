@@ -24,6 +24,7 @@ from megatron_wmss.diagnostics.statistics import (
     position_statistics,
 )
 from megatron_wmss.distributed import batch_to_device, compute_device
+from megatron_wmss.losses import gather_hidden
 
 DEFAULT_SAMPLES = 200  # App. B.4: 200 random training samples
 
@@ -44,6 +45,7 @@ def _statistics_forward_step(data_iterator, model):
 
     def statistics(h):
         gpt = unwrap_model(model)
+        h, _ = gather_hidden(h, gpt.config)
         mask = batch["loss_mask"].transpose(0, 1) > 0  # [s, b], labels already shifted (scoring.py)
         labels = batch["labels"].transpose(0, 1)
         stats = position_statistics(h[mask], gpt.output_weight(), labels[mask], vocab_size=gpt.unpadded_vocab_size)
@@ -91,7 +93,7 @@ def build_model(cfg, hf_config: dict, checkpoint: str | Path):
     m, p = cfg.model, cfg.parallel
     tcfg, arch = transformer_config_from_hf(
         hf_config, tp=p.tp, pp=p.pp, cp=p.cp, params_dtype=m.params_dtype, transformer_impl=m.transformer_impl,
-        make_vocab_size_divisible_by=m.make_vocab_size_divisible_by)
+        make_vocab_size_divisible_by=m.make_vocab_size_divisible_by, sequence_parallel=p.sequence_parallel)
     model = build_gpt_model(tcfg, arch)
     load_model(model, checkpoint)
     model.return_hidden = True

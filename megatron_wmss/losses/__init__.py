@@ -9,6 +9,7 @@
 - `dpo_loss`, `orpo_odds_ratio_loss`: per-pair preference losses on per-sequence log-probs;
   `sequence_log_probs`: those log-probs from hidden states with the fused kernel (weak-to-strong
   Stage II, docs/w2s.md).
+- `gather_hidden`: the sequence-parallel final hidden states gathered for these losses.
 See docs/losses.md.
 """
 
@@ -16,7 +17,8 @@ from megatron_wmss.losses._common import IGNORE_INDEX
 from megatron_wmss.losses.fused import linear_cross_entropy, linear_vocab_parallel_entropy, mixed_linear_cross_entropy
 from megatron_wmss.losses.logits import mixed_logit_cross_entropy, vocab_parallel_entropy
 from megatron_wmss.losses.preference import dpo_loss, orpo_odds_ratio_loss, sequence_log_probs
+from megatron_wmss.losses.sequence_parallel import gather_hidden
 
 __all__ = ["IGNORE_INDEX", "linear_cross_entropy", "mixed_logit_cross_entropy", "mixed_linear_cross_entropy",
            "vocab_parallel_entropy", "linear_vocab_parallel_entropy", "dpo_loss", "orpo_odds_ratio_loss",
-           "sequence_log_probs"]
+           "sequence_log_probs", "gather_hidden"]

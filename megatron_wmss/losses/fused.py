@@ -14,11 +14,11 @@ fp32 buffer (plus a bf16 one for bf16 inputs, three with diagnostics) exists at 
 model's full logits ever do. Blocking over the vocabulary rather than over tokens is what keeps dW
 exact in bf16 without an fp32 copy of both weight gradients.
 
-TP: the hidden states are replicated on every rank of the TP group (sequence-parallel gathered) and
-each rank holds the same vocab slice of both weights. Each rank's `dh` is a partial sum over its vocab
-slice; by default the backward all-reduces it over the TP group, as megatron's
-`copy_to_tensor_model_parallel_region` does in front of a ColumnParallelLinear, so callers pass plain
-hidden states and must not wrap them again. `reduce_hidden_grad=False` returns the partial sums instead,
+TP: the hidden states are replicated on every rank of the TP group (under sequence parallelism the
+callers gather them first: `sequence_parallel.gather_hidden`) and each rank holds the same vocab slice
+of both weights. Each rank's `dh` is a partial sum over its vocab slice; by default the backward
+all-reduces it over the TP group, as megatron's `copy_to_tensor_model_parallel_region` does in front of
+a ColumnParallelLinear, so callers pass plain hidden states and must not wrap them again. `reduce_hidden_grad=False` returns the partial sums instead,
 for callers whose own op reduces them (e.g. `gather_from_sequence_parallel_region`, whose backward
 reduce-scatters).
 

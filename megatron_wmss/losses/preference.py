@@ -62,12 +62,15 @@ def orpo_odds_ratio_loss(chosen_logps_mean: torch.Tensor, rejected_logps_mean: t
 
 
 def sequence_log_probs(h: torch.Tensor, w: torch.Tensor, labels: torch.Tensor, tp_group=None, *,
-                       vocab_size: int | None = None, chunk_size: int | None = None) -> torch.Tensor:
+                       vocab_size: int | None = None, chunk_size: int | None = None,
+                       reduce_hidden_grad: bool = True) -> torch.Tensor:
     """Per-sequence summed log-probability `sum_t log softmax(h_t @ w^T)[label_t]` over the supervised
     tokens (labels != -100) of each sequence, from final hidden states `[s, b, h]` and this rank's
     output shard `[V/tp, h]`, by the fused vocab-parallel CE (`linear_cross_entropy`): returns `[b]`,
-    differentiable (the hidden-state gradient is reduced over TP as in SFT)."""
+    differentiable (the hidden-state gradient is reduced over TP as in SFT, unless `reduce_hidden_grad=False`:
+    see fused.py)."""
     from megatron_wmss.losses.fused import linear_cross_entropy
 
-    ce = linear_cross_entropy(h, w, labels, tp_group, chunk_size=chunk_size, vocab_size=vocab_size)
+    ce = linear_cross_entropy(h, w, labels, tp_group, chunk_size=chunk_size, vocab_size=vocab_size,
+                              reduce_hidden_grad=reduce_hidden_grad)
     return -ce.sum(dim=0)

@@ -145,6 +145,9 @@ def transformer_config_from_hf(hf_source: str | Path | dict, *, tp: int = 1, pp:
         raise UnsupportedModelError("fp8 needs the Transformer Engine implementation (GPU with TE installed)")
     dtype = resolve_dtype(params_dtype)
     on_gpu = torch.cuda.is_available()
+    if sequence_parallel and tp > 1 and impl == "local" and on_gpu:  # on CPU compat/cpu.py makes them fit
+        raise ConfigError("parallel.sequence_parallel: megatron's local layer spec (torch norms) refuses it on a "
+                          "GPU; use model.transformer_impl=transformer_engine (or auto with Transformer Engine)")
     heads = hf["num_attention_heads"]
     model_type = hf["model_type"]
     add_qkv_bias = model_type == "qwen2" or bool(hf.get("attention_bias", False))

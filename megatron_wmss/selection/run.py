@@ -15,7 +15,7 @@ def build_scoring_pair(cfg, hf_config: dict, weak_ckpt: str | Path, strong_ckpt:
     m, p = cfg.model, cfg.parallel
     tcfg, arch = transformer_config_from_hf(
         hf_config, tp=p.tp, pp=p.pp, cp=p.cp, params_dtype=m.params_dtype, transformer_impl=m.transformer_impl,
-        make_vocab_size_divisible_by=m.make_vocab_size_divisible_by)
+        make_vocab_size_divisible_by=m.make_vocab_size_divisible_by, sequence_parallel=p.sequence_parallel)
     strong, weak = build_gpt_model(tcfg, arch), build_gpt_model(tcfg, arch)
     load_model(strong, strong_ckpt)
     load_model(weak, weak_ckpt)

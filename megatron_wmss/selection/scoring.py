@@ -42,7 +42,7 @@ def token_averaged_entropy(token_entropy: torch.Tensor, mask: torch.Tensor) -> t
 
 
 def _entropy_forward_step(data_iterator, model):
-    from megatron_wmss.losses import linear_vocab_parallel_entropy
+    from megatron_wmss.losses import gather_hidden, linear_vocab_parallel_entropy
 
     batch = batch_to_device(next(data_iterator))
     output = model(batch["tokens"], batch["position_ids"], attention_mask=None)
@@ -52,6 +52,7 @@ def _entropy_forward_step(data_iterator, model):
         mask = batch["loss_mask"].transpose(0, 1) > 0  # [s, b]
         scores = {"tokens": mask.double().sum(dim=0)}
         for name, h, branch in (("h_strong", h_strong, model.strong), ("h_weak", h_weak, model.weak)):
+            h, _ = gather_hidden(h, branch.config)
             # Only the supervised positions: the prompt's entropies would be multiplied by 0 anyway.
             entropy = torch.zeros(mask.shape, dtype=torch.float64, device=h.device)
             entropy[mask] = linear_vocab_parallel_entropy(h[mask], branch.output_weight(),

@@ -29,7 +29,7 @@ class DPO(TrainModule):
         return cls(cfg.preference)
 
     def build_model(self, tcfg, arch, init: dict):
-        return build_pair(tcfg, arch, "dpo", init.get("model"), init.get("reference"), freeze_weak=True)
+        return build_pair(tcfg, arch, init.get("model"), init.get("reference"), freeze_weak=True)
 
     def forward_step(self, data_iterator, model):
         """Policy and reference on the 2b sequences of b pairs; loss = mean over pairs of the DPO loss.

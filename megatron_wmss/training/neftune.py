@@ -53,6 +53,7 @@ class NEFTune(SFT):
     def __init__(self, config: NEFTuneConfig, seed: int):
         self.config, self.seed = config, seed
         self.step, self._sample_ids = 0, None
+        self._sequence_parallel = False  # the embedding's output is this TP rank's sequence slice
 
     @classmethod
     def from_recipe(cls, cfg) -> "NEFTune":
@@ -62,18 +63,27 @@ class NEFTune(SFT):
         self.step = step
 
     def build_model(self, tcfg, arch, init: dict):
-        if tcfg.sequence_parallel:
-            raise NotImplementedError("parallel.sequence_parallel with training.objective=neftune is not supported yet")
         model, finalize = super().build_model(tcfg, arch, init)
+        self._sequence_parallel = model.config.sequence_parallel
         if model.pre_process:  # the first pipeline stage owns the embedding
             model.embedding.register_forward_hook(self._add_noise)
         return model, finalize
 
     def _add_noise(self, module, inputs, output):
-        """Forward hook of the embedding layer: its output [L, b, d] plus the noise, in training only."""
+        """Forward hook of the embedding layer: its output plus the noise, in training only. The output is
+        [L, b, d], or under sequence parallelism this TP rank's [L/tp, b, d] slice of it (the embedding
+        scatters along the sequence): the noise of the whole row is drawn (L is the row's length) and
+        the slice that belongs to this rank added."""
         if not module.training or self.config.alpha == 0:
             return output
-        noise = neftune_noise(self._sample_ids, tuple(output.shape), self.config.alpha, seed=self.seed, step=self.step)
+        length, batch, dim = output.shape
+        parts, part = 1, 0
+        if self._sequence_parallel:
+            from megatron.core import parallel_state as ps
+
+            parts, part = ps.get_tensor_model_parallel_world_size(), ps.get_tensor_model_parallel_rank()
+        noise = neftune_noise(self._sample_ids, (length * parts, batch, dim), self.config.alpha, seed=self.seed,
+                              step=self.step)[part * length:(part + 1) * length]
         return output + noise.to(device=output.device, dtype=output.dtype)
 
     def forward_step(self, data_iterator, model):

@@ -54,9 +54,11 @@ def flatten_pairs(batch: dict) -> dict:
 def pair_log_probs(hidden: torch.Tensor, gpt, batch: dict):
     """(chosen, rejected) summed log-probs `[b]` over the supervised tokens of each sequence and the
     (chosen, rejected) supervised-token counts, from final hidden states `[S, 2b, h]` of `gpt`."""
-    from megatron_wmss.losses import sequence_log_probs
+    from megatron_wmss.losses import gather_hidden, sequence_log_probs
 
-    logps = sequence_log_probs(hidden, gpt.output_weight(), masked_labels(batch), vocab_size=gpt.unpadded_vocab_size)
+    hidden, reduce_dh = gather_hidden(hidden, gpt.config)
+    logps = sequence_log_probs(hidden, gpt.output_weight(), masked_labels(batch), vocab_size=gpt.unpadded_vocab_size,
+                               reduce_hidden_grad=reduce_dh)
     counts = batch["loss_mask"].sum(dim=-1).to(logps.dtype)
     if (counts == 0).any():
         raise ValueError(f"a pair sequence has no supervised token (samples {batch.get('sample_ids')}); "

@@ -31,14 +31,16 @@ class SFT(TrainModule):
     def forward_step(self, data_iterator, model):
         """CE from the final hidden states with the fused vocab-parallel kernel (`linear_cross_entropy`:
         the vocab padding is left out of the softmax, as in WD-JT, so WD-JT at lam = 1 is SFT)."""
-        from megatron_wmss.losses import linear_cross_entropy
+        from megatron_wmss.losses import gather_hidden, linear_cross_entropy
 
         batch = batch_to_device(next(data_iterator))
         hidden = model(batch["tokens"], batch["position_ids"], attention_mask=None)
 
         def loss_func(h):
             gpt = unwrap_model(model)
-            loss = linear_cross_entropy(h, gpt.output_weight(), masked_labels(batch), vocab_size=gpt.unpadded_vocab_size)
+            h, reduce_dh = gather_hidden(h, gpt.config)
+            loss = linear_cross_entropy(h, gpt.output_weight(), masked_labels(batch),
+                                        vocab_size=gpt.unpadded_vocab_size, reduce_hidden_grad=reduce_dh)
             return reduced(loss.sum(), batch["loss_mask"].float())
 
         return hidden, loss_func

@@ -82,15 +82,13 @@ def train_module_for(cfg) -> TrainModule:
     return modules[cfg.training.objective].from_recipe(cfg)
 
 
-def build_pair(tcfg, arch, objective: str, strong_init=None, weak_init=None, *, freeze_weak: bool):
+def build_pair(tcfg, arch, strong_init=None, weak_init=None, *, freeze_weak: bool):
     """(WeakStrongPair, finalize_pair_grads) for the paired train modules (WD-JT, DPO, UNDIAL): two GPT
     models of one architecture, each loaded from its megatron checkpoint directory when one is given."""
     from megatron_wmss.checkpoint import load_model
     from megatron_wmss.models.build import build_gpt_model
     from megatron_wmss.models.pair import WeakStrongPair, finalize_pair_grads
 
-    if tcfg.sequence_parallel:
-        raise NotImplementedError(f"parallel.sequence_parallel with training.objective={objective} is not supported yet")
     strong, weak = build_gpt_model(tcfg, arch), build_gpt_model(tcfg, arch)
     for branch, directory in ((strong, strong_init), (weak, weak_init)):
         if directory:

@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from megatron_wmss.distributed import batch_to_device
 from megatron_wmss.errors import ConfigError
-from megatron_wmss.losses import IGNORE_INDEX
+from megatron_wmss.losses import IGNORE_INDEX, gather_hidden
 from megatron_wmss.losses._common import EMPTY_MAX, vocab_shard
 from megatron_wmss.training.train_module import TrainModule, build_pair, masked_labels, reduced, sample_generator
 
@@ -74,11 +74,12 @@ def _shard_logits(h: torch.Tensor, w: torch.Tensor, real: int) -> torch.Tensor:
 
 def undial_cross_entropy(h: torch.Tensor, w: torch.Tensor, h_ref: torch.Tensor, w_ref: torch.Tensor,
                          labels: torch.Tensor, penalty: torch.Tensor, *, vocab_size: int | None = None,
-                         tp_group=None) -> tuple[torch.Tensor, torch.Tensor]:
+                         tp_group=None, reduce_hidden_grad: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token UNDIAL loss `-sum_v p'[v] log softmax(z)[v]` and the plain CE `-log softmax(z)[y]`
     (no grad), both `[s, b]` (0 at ignored labels), from hidden states `[s, b, h]` and this rank's output
     weight shards of the trained (`h`, `w`) and reference (`h_ref`, `w_ref`, no grad) models;
-    p' = softmax(z_ref - penalty * onehot(labels)) over the unpadded vocabulary."""
+    p' = softmax(z_ref - penalty * onehot(labels)) over the unpadded vocabulary. `reduce_hidden_grad=False`
+    leaves the TP reduction of `dh` to the caller (a sequence-parallel gather: losses.gather_hidden)."""
     from megatron.core.tensor_parallel import copy_to_tensor_model_parallel_region, reduce_from_tensor_model_parallel_region
 
     shard = vocab_shard(tp_group, w.shape[0], vocab_size)
@@ -87,7 +88,7 @@ def undial_cross_entropy(h: torch.Tensor, w: torch.Tensor, h_ref: torch.Tensor, 
     local = valid & (labels >= shard.start) & (labels < shard.start + real)
     index = torch.where(local, labels - shard.start, torch.zeros_like(labels)).unsqueeze(-1)
     reduces = shard.reduces
-    if reduces:
+    if reduces and reduce_hidden_grad:
         h = copy_to_tensor_model_parallel_region(h)  # backward: sum the vocab shards' partial dh
     z = _shard_logits(h, w, real)
     with torch.no_grad():
@@ -132,7 +133,7 @@ class UNDIAL(TrainModule):
     def build_model(self, tcfg, arch, init: dict):
         """The trained model and its frozen reference, both from init["model"], as a WeakStrongPair
         (strong = trained, weak = reference, frozen): the pair runs both through the pipeline stages."""
-        pair, finalize = build_pair(tcfg, arch, "undial", init.get("model"), freeze_weak=True)
+        pair, finalize = build_pair(tcfg, arch, init.get("model"), freeze_weak=True)
         pair.weak.load_state_dict(pair.strong.state_dict())
         return pair, finalize
 
@@ -145,12 +146,13 @@ class UNDIAL(TrainModule):
         output = model(batch["tokens"], batch["position_ids"], attention_mask=None)
 
         def loss_func(hidden):
-            h, h_ref = hidden
             pair = unwrap_model(model)
+            (h, reduce_dh), (h_ref, _) = (gather_hidden(x, pair.strong.config) for x in hidden)
             penalty = undial_penalty(batch["sample_ids"], batch["loss_mask"].cpu(), self.config, seed=self.seed,
                                      step=self.step).to(h.device)
             loss, ce = undial_cross_entropy(h, pair.strong.output_weight(), h_ref, pair.weak.output_weight(),
-                                            masked_labels(batch), penalty, vocab_size=pair.strong.unpadded_vocab_size)
+                                            masked_labels(batch), penalty, vocab_size=pair.strong.unpadded_vocab_size,
+                                            reduce_hidden_grad=reduce_dh)
             mask = batch["loss_mask"].float().transpose(0, 1)
             return reduced((loss * mask).sum(), mask, strong_ce=(ce * mask).sum())
 

@@ -36,7 +36,7 @@ class WDJT(TrainModule):
         return cls(cfg.wmss)  # the recipe's `wmss` section is a WDJTConfig (config.WmssConfig)
 
     def build_model(self, tcfg, arch, init: dict):
-        return build_pair(tcfg, arch, "wmss", init.get("strong"), init.get("weak"), freeze_weak=self.config.freeze_weak)
+        return build_pair(tcfg, arch, init.get("strong"), init.get("weak"), freeze_weak=self.config.freeze_weak)
 
     def forward_step(self, data_iterator, model):
         """Both branches on the same micro-batch; the loss is the CE of lam*z_strong + (1-lam)*z_weak
@@ -44,17 +44,18 @@ class WDJT(TrainModule):
         weak-only CE are logged as no-grad diagnostics."""
         from megatron.core.utils import unwrap_model
 
-        from megatron_wmss.losses import mixed_linear_cross_entropy
+        from megatron_wmss.losses import gather_hidden, mixed_linear_cross_entropy
 
         batch = batch_to_device(next(data_iterator))
         output = model(batch["tokens"], batch["position_ids"], attention_mask=None)
 
         def loss_func(hidden):
-            h_strong, h_weak = hidden
             pair = unwrap_model(model)
+            (h_strong, reduce_dh), (h_weak, _) = (gather_hidden(h, pair.strong.config) for h in hidden)
             loss, strong_ce, weak_ce = mixed_linear_cross_entropy(
                 h_strong, pair.strong.output_weight(), h_weak, pair.weak.output_weight(), masked_labels(batch),
-                self.config.lam, return_diagnostics=True, vocab_size=pair.strong.unpadded_vocab_size)
+                self.config.lam, return_diagnostics=True, vocab_size=pair.strong.unpadded_vocab_size,
+                reduce_hidden_grad=reduce_dh)
             mask = batch["loss_mask"].float().transpose(0, 1)
             return reduced(loss.sum(), mask, strong_ce=(strong_ce * mask).sum(), weak_ce=(weak_ce * mask).sum())
 
