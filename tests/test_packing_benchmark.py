@@ -10,7 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.packing import SHARED, am_like_positions, gsm8k_positions, layouts, main  # noqa: E402
+from benchmarks.packing import (SHARED, am_like_positions, gsm8k_positions, layout_batches, layouts,  # noqa: E402
+                               main, throughput_samples)
 
 
 def test_layouts_count_padding_by_hand():
@@ -23,6 +24,19 @@ def test_layouts_count_padding_by_hand():
     singles = layouts(positions, 4, micro_batch=1, seed=0)
     assert singles["pad to longest"]["padded_fraction"] == 0 and singles["pad to longest"]["micro_batches"] == 4
     assert layouts(positions, 4, micro_batch=None, seed=0)["micro_batch"] == 1  # 4 samples in 3 packed rows
+
+
+def test_throughput_layouts_hold_the_same_supervised_tokens():
+    items = throughput_samples(np.array([5, 9, 3, 2, 7]), seq_length=8, count=4, seed=0)  # 9 does not fit
+    assert [len(item["tokens"]) for item in items] == [5, 3, 2, 7]
+    batches = {layout: layout_batches(layout, items, 8, micro_batch=2, seed=0)
+               for layout in ("packed", "pad to seq", "pad to longest")}
+    supervised = {layout: sum(float(b["loss_mask"].sum()) for b in bs) for layout, bs in batches.items()}
+    assert len(set(supervised.values())) == 1 and supervised["packed"] > 0
+    assert [tuple(b["tokens"].shape) for b in batches["packed"]] == [(1, 8)] * 3  # [7], [5, 3], [2]
+    assert sorted(int(b["segment_ids"].max()) for b in batches["packed"]) == [1, 1, 2]
+    assert all(b["tokens"].shape == (2, 8) for b in batches["pad to seq"])
+    assert sum(b["tokens"].numel() for b in batches["pad to longest"]) < 2 * 2 * 8
 
 
 def test_gsm8k_lengths_include_the_template_and_system_prompt():
