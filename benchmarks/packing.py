@@ -1,7 +1,7 @@
 """Padded-token fraction of packed rows against two padded baselines (issue 17, item 3), on the real
 length distribution of GSM8K train and on a synthetic AM-like one, at seq 2,048 and 4,096.
 
-  python benchmarks/packing.py                    # both distributions, seq 2048 and 4096 (about a minute)
+  python benchmarks/packing.py                    # both distributions, seq 2048 and 4096, and SFT tokens/s
   python benchmarks/packing.py --gsm8k-limit 200 --am-samples 2000 --seq 2048   # a quick look
 
 Lengths are label positions: a stored sample of n token ids gives n - 1 (inputs ids[:-1], labels
@@ -249,12 +249,12 @@ def main(argv=None):
                         help="samples per padded micro-batch [default: the packed rows' mean samples per row]")
     parser.add_argument("--seed", type=int, default=1234)
     model = parser.add_argument_group("supervised tokens/s (SFT steps on a tiny model)")
-    model.add_argument("--throughput-samples", type=int, default=12, help="AM-like samples per step (0: skip)")
+    model.add_argument("--throughput-samples", type=int, default=8, help="AM-like samples per step (0: skip)")
     model.add_argument("--throughput-seq", type=int, default=4096)
-    model.add_argument("--hidden", type=int, default=256)
+    model.add_argument("--hidden", type=int, default=128)
     model.add_argument("--layers", type=int, default=2)
     model.add_argument("--heads", type=int, default=4)
-    model.add_argument("--vocab", type=int, default=32000)
+    model.add_argument("--vocab", type=int, default=8000)
     model.add_argument("--steps", type=int, default=1, help="timed steps after one warm-up")
     model.add_argument("--rounds", type=int, default=1, help="interleaved rounds of the three layouts")
     args = parser.parse_args(argv)
