@@ -125,15 +125,15 @@ def report(name: str, positions: np.ndarray, dropped_at_source: int, seq_length:
     return result
 
 
-def throughput_samples(positions: np.ndarray, seq_length: int, count: int, seed: int) -> list[dict]:
+def throughput_samples(positions: np.ndarray, seq_length: int, count: int, vocab: int, seed: int) -> list[dict]:
     """The first `count` samples of `positions` that fit `seq_length` as unpacked items of their own
-    length: random tokens and labels, the last two thirds supervised."""
+    length: random tokens and labels below `vocab`, the last two thirds supervised."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     items = []
     for i, n in enumerate(positions[positions <= seq_length][:count].tolist()):
-        ids = torch.randint(1, 1000, (n + 1,), generator=gen)
+        ids = torch.randint(1, vocab, (n + 1,), generator=gen)
         mask = torch.zeros(n)
         mask[n // 3:] = 1
         items.append(dict(tokens=ids[:-1], labels=ids[1:], loss_mask=mask, position_ids=torch.arange(n),
@@ -212,7 +212,7 @@ def throughput(am: np.ndarray, args) -> dict:
     from megatron_wmss.testing import run_ranks
 
     seq = args.throughput_seq
-    items = throughput_samples(am, seq, args.throughput_samples, args.seed)
+    items = throughput_samples(am, seq, args.throughput_samples, args.vocab, args.seed)
     if args.micro_batch is None:
         args.micro_batch = layouts(np.array([len(i["tokens"]) for i in items]), seq, None, args.seed)["micro_batch"]
     names = ("packed", "pad to seq", "pad to longest")
@@ -223,7 +223,8 @@ def throughput(am: np.ndarray, args) -> dict:
     print(f"\nSFT supervised tokens/s, AM-like, seq {seq}: {len(items)} samples ({tokens:.0f} supervised tokens) per "
           f"step; qwen3-shaped hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}; 1 thread; fastest of "
           f"{args.rounds} interleaved rounds")
-    print(f"  {'layout':<34} {'micro-batches':>13} {'positions':>9} {'wall s':>8} {'CPU s':>8} {'sup. tok/s (CPU)':>16}")
+    print(f"  {'layout':<34} {'micro-batches':>13} {'positions':>9} {'wall s':>8} {'CPU s':>8} "
+          f"{'sup. tok/s (CPU)':>16}")
     for name in names:
         r = results[name]
         label = name if name != "pad to longest" else f"pad to longest, micro-batch {args.micro_batch}"

@@ -146,7 +146,8 @@ def main(argv=None):
     results = fastest(rounds)
     ref, ours = results["reference"], results["ours"]
     tokens = ours["supervised_tokens"]
-    ratios = {"step_time_cpu": ours["cpu_seconds"] / ref["cpu_seconds"], "step_time_wall": ours["seconds"] / ref["seconds"],
+    ratios = {"step_time_cpu": ours["cpu_seconds"] / ref["cpu_seconds"],
+              "step_time_wall": ours["seconds"] / ref["seconds"],
               "peak_memory": ours["peak_bytes"] / ref["peak_bytes"]}
     print(f"model: qwen3-shaped hidden {args.hidden}, {args.layers} layers, ffn {args.ffn}, vocab {args.vocab}; "
           f"batch {args.micro_batches} x {args.micro_batch} x seq {args.seq} ({tokens:.0f} supervised tokens); "
