@@ -184,7 +184,7 @@ def run_pipeline(cfg, *, baseline: str | None = None) -> Path:
     from megatron_wmss import budget
     from megatron_wmss.checkpoint import read_model_metadata
     from megatron_wmss.selection.run import run_selection
-    from megatron_wmss.data import open_sft_dataset
+    from megatron_wmss.data import open_samples, training_rows
     from megatron_wmss.training.batches import ActiveSubset
     from megatron_wmss.training.loop import snapshot_dir
 
@@ -192,7 +192,8 @@ def run_pipeline(cfg, *, baseline: str | None = None) -> Path:
     m0 = _prepare_m0(cfg, run_dir)
     meta = read_model_metadata(m0)
     hf_config, tokenizer_dir = meta["hf_config"], meta["tokenizer_dir"]
-    dataset = open_sft_dataset(cfg.data)
+    samples = open_samples(cfg.data)  # scored and selected one by one
+    dataset = training_rows(samples, cfg.data)  # trained on (packed rows when data.pack)
     w = cfg.wmss
     if baseline is not None:  # "sft" or a baseline objective ("neftune", "undial") at the same budget
         try:
@@ -220,12 +221,12 @@ def run_pipeline(cfg, *, baseline: str | None = None) -> Path:
         select_dir = run_dir / f"iter_{t}" / "select"
         if not _done(select_dir):
             _log(f"iteration {t}: WD-DS with weak={weak} strong={strong}")
-            summary = run_selection(cfg, dataset=dataset, hf_config=hf_config, weak_ckpt=weak, strong_ckpt=strong,
+            summary = run_selection(cfg, dataset=samples, hf_config=hf_config, weak_ckpt=weak, strong_ckpt=strong,
                                     out_dir=select_dir, seed=cfg.training.seed + t)
             _log(f"iteration {t}: active set {summary['active_set_size']} of {summary['num_samples']} "
                  f"(selected fraction {summary['selected_fraction']:.3f}, weight CV {summary['weight_cv']:.3f})")
             _mark_done(select_dir)
-        active = ActiveSubset.from_file(dataset, select_dir / "active_set.txt")
+        active = training_rows(ActiveSubset.from_file(samples, select_dir / "active_set.txt"), cfg.data)
         wdjt.append(budget.wdjt_steps(cfg, len(active)))
         _record_steps(run_dir, "wdjt", wdjt)
         phase = run_dir / f"iter_{t}" / "wdjt"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from megatron_wmss.data import SFTDataset, dp_shard, epoch_permutation, indexed
+from megatron_wmss.data import PackedDataset, SFTDataset, dp_shard, epoch_permutation, indexed
 from megatron_wmss.data.chat import load_tokenizer
 from megatron_wmss.commands.preprocess import main
 
@@ -42,12 +42,14 @@ def test_items_follow_the_convention(prefix, stored):
         n = len(ids) - 1
         assert {k: (v.dtype, tuple(v.shape)) for k, v in item.items() if k != "sample_id"} == {
             "tokens": (torch.int64, (1024,)), "labels": (torch.int64, (1024,)),
-            "loss_mask": (torch.float32, (1024,)), "position_ids": (torch.int64, (1024,))}
+            "loss_mask": (torch.float32, (1024,)), "position_ids": (torch.int64, (1024,)),
+            "segment_ids": (torch.int64, (1024,))}
         assert item["sample_id"] == ds.sample_ids[i]
         assert item["tokens"][:n].tolist() == ids[:-1].tolist() and item["labels"][:n].tolist() == ids[1:].tolist()
         assert item["loss_mask"][:n].tolist() == mask[1:].tolist()
         assert (item["tokens"][n:] == PAD).all() and (item["loss_mask"][n:] == 0).all()
         assert item["position_ids"].tolist() == list(range(1024))
+        assert item["segment_ids"].tolist() == [1] * n + [0] * (1024 - n)
         text = tok.decode(item["labels"][item["loss_mask"] == 1])
         assert text.startswith("<think>") and text.endswith("</answer><|im_end|>") or i == 8
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
@@ -75,20 +77,30 @@ def test_active_subset(prefix):
 
 
 def test_packing(prefix, stored):
-    ds = SFTDataset(prefix, 1024, pad_token_id=PAD, pack=True, seed=3)
+    """data.pack: every sample once, in rows of at most seq_length, each member's tokens, labels, mask,
+    restarted position ids and segment id in place; the same rows for the same seed."""
+    samples = SFTDataset(prefix, 1024, pad_token_id=PAD, seed=3)
+    ds = PackedDataset(samples, seed=3)
     assert len(ds) < 9
-    again = SFTDataset(prefix, 1024, pad_token_id=PAD, pack=True, seed=3)
+    again = PackedDataset(SFTDataset(prefix, 1024, pad_token_id=PAD, seed=3), seed=3)
     items = [ds[i] for i in range(len(ds))]
     assert all(torch.equal(a["tokens"], again[i]["tokens"]) for i, a in enumerate(items))
-    members = [sid for it in items for sid in it["sample_id"].split("+")]
-    assert sorted(members) == sorted(ds.sample_ids)
+    assert sorted(sid for it in items for sid in it["member_ids"]) == sorted(samples.sample_ids)
     assert sum(float(it["loss_mask"].sum()) for it in items) == sum(float(m[1:].sum()) for _, m in stored)
-    for it in items:  # position ids restart at 0 for each packed sample
-        lengths = [len(stored[ds.sample_ids.index(s)][0]) - 1 for s in it["sample_id"].split("+")]
-        expected = np.concatenate([np.arange(n) for n in lengths] + [np.arange(1024 - sum(lengths))])
-        assert it["position_ids"].tolist() == expected.tolist()
-        first = ds.sample_ids.index(it["sample_id"].split("+")[0])
-        assert it["tokens"][: lengths[0]].tolist() == stored[first][0][:-1].tolist()
+    for it in items:
+        assert it["sample_id"] == "+".join(it["member_ids"])
+        at = 0
+        for k, sid in enumerate(it["member_ids"], start=1):
+            ids, mask = stored[samples.sample_ids.index(sid)]
+            n = len(ids) - 1
+            assert it["tokens"][at:at + n].tolist() == ids[:-1].tolist()
+            assert it["labels"][at:at + n].tolist() == ids[1:].tolist()
+            assert it["loss_mask"][at:at + n].tolist() == mask[1:].tolist()
+            assert it["position_ids"][at:at + n].tolist() == list(range(n))
+            assert (it["segment_ids"][at:at + n] == k).all()
+            at += n
+        assert at <= 1024 and (it["segment_ids"][at:] == 0).all() and (it["loss_mask"][at:] == 0).all()
+        assert (it["tokens"][at:] == PAD).all() and it["position_ids"][at:].tolist() == list(range(1024 - at))
 
 
 def test_shuffle_and_dp_shard():

@@ -52,9 +52,6 @@ def main(argv=None) -> int:
     if cfg.training.train_iters is not None or cfg.training.epochs != 1.0:
         raise ConfigError("training.train_iters / training.epochs: wmss run sets every phase's length itself; use "
                           "wmss.sft_steps, wmss.wdjt_steps, wmss.baseline_steps (or wmss.sft_epochs)")
-    if cfg.data.pack:  # WD-DS scores one sample per row; a packed row holds several
-        raise ConfigError("data.pack: wmss run needs unpacked rows (WD-DS scores and selects single samples); "
-                          "use data.pack=false")
     distributed.initialize(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp, seed=cfg.training.seed)
     if dist.get_rank() == 0:
         Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)

@@ -28,13 +28,12 @@ def main(argv=None) -> int:
     from megatron_wmss.config import load_config
     from megatron_wmss.selection.run import run_selection
     from megatron_wmss.checkpoint import resolve_architecture
-    from megatron_wmss.data import open_sft_dataset
+    from megatron_wmss.data import open_samples
 
     cfg = load_config(args.config, args.overrides)
     hf_config, _ = resolve_architecture({"strong": args.strong}, cfg.model.hf_path)
     distributed.initialize(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp, seed=cfg.training.seed)
-    cfg.data.pack = False  # per-sample entropies need one sample per row
-    summary = run_selection(cfg, dataset=open_sft_dataset(cfg.data), hf_config=hf_config, weak_ckpt=args.weak,
+    summary = run_selection(cfg, dataset=open_samples(cfg.data), hf_config=hf_config, weak_ckpt=args.weak,
                             strong_ckpt=args.strong, out_dir=args.out,
                             seed=cfg.training.seed if args.seed is None else args.seed)
     distributed.print_rank0(json.dumps({k: summary[k] for k in (

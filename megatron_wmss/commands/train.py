@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     from megatron_wmss import distributed
     from megatron_wmss.checkpoint import resolve_architecture
     from megatron_wmss.config import ConfigError, load_config
-    from megatron_wmss.data import open_sft_dataset
+    from megatron_wmss.data import open_samples, training_rows
     from megatron_wmss.training.loop import train
     from megatron_wmss.training.train_module import train_module_for
 
@@ -51,15 +51,18 @@ def main(argv=None) -> int:
     hf_config, tokenizer_dir = resolve_architecture(init, cfg.model.hf_path)
     distributed.initialize(tp=cfg.parallel.tp, pp=cfg.parallel.pp, cp=cfg.parallel.cp, vpp=cfg.parallel.vpp,
                            seed=cfg.training.seed)
-    dataset = open_sft_dataset(cfg.data)
-    if cfg.training.objective in ("dpo", "orpo"):
+    pairs = cfg.training.objective in ("dpo", "orpo")
+    dataset = open_samples(cfg.data)
+    if pairs:
         from megatron_wmss.data.pairs import PairDataset
 
-        dataset = PairDataset(dataset)
+        dataset = PairDataset(training_rows(dataset, cfg.data))  # refuses packed rows (data.pack)
     if args.active_set:
         from megatron_wmss.training.batches import ActiveSubset
 
         dataset = ActiveSubset.from_file(dataset, args.active_set)
+    if not pairs:
+        dataset = training_rows(dataset, cfg.data)  # packed after the active-set view, so it packs too
     result = train(cfg, dataset=dataset, hf_config=hf_config, init=init,
                    run_dir=cfg.run_dir, resume=not args.no_resume, tokenizer_dir=tokenizer_dir)
     if not args.no_export:

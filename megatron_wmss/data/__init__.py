@@ -28,6 +28,10 @@ _EXPORTS = {
     "ProcessConfig": "process",
     "RowProcessor": "process",
     "open_sft_dataset": "recipe_dataset",
+    "open_samples": "recipe_dataset",
+    "training_rows": "recipe_dataset",
+    "PackedDataset": "packing",
+    "pack_bins": "packing",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -48,7 +48,9 @@ class PairDataset(torch.utils.data.Dataset):
     its `sample_id` (the pair's id)."""
 
     def __init__(self, sequences):
-        if getattr(sequences, "pack", False):
+        from megatron_wmss.data.packing import PackedDataset
+
+        if isinstance(sequences, PackedDataset):
             raise ValueError("data.pack: pair data must not be packed; use data.pack=false")
         ids = list(sequences.sample_ids)
         if len(ids) % 2 or not ids:

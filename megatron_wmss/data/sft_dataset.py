@@ -3,13 +3,11 @@
 Item convention (seq_length S): a stored sample of n token ids gives inputs ids[:-1] and labels ids[1:]
 (n-1 positions; samples with n-1 > S are cut to their first S+1 ids), right-padded to S:
   tokens [S] int64, labels [S] int64, loss_mask [S] float32 (1 iff labels[t] is a supervised token;
-  0 on padding), position_ids [S] int64 (0..S-1), sample_id str. Padding uses pad_token_id for tokens
-  and labels.
-Packing (pack=True) concatenates whole samples (each contributing its own n-1 positions, so no label
-ever crosses a sample boundary) into rows of S; position_ids restart at 0 for each sample (and for
-the padding tail); sample_id is the member ids joined by "+". The attention is NOT reset: with a
-plain causal mask a packed sample can attend to the samples before it in the row. Use packing only
-where that is acceptable (or add a segment-aware attention mask).
+  0 on padding), position_ids [S] int64 (0..S-1), segment_ids [S] int64 (1 on the sample's n-1
+  positions, 0 on padding), sample_id str. Padding uses pad_token_id for tokens and labels.
+`sample_lengths` gives each item's n-1 (label positions, at most S): what packing needs. Packing
+(`data.pack`) is data/packing.py's PackedDataset over this dataset: whole samples per row, each with
+its own segment id, attention kept per sample by models/packed_attention.py.
 """
 
 from __future__ import annotations
@@ -20,8 +18,6 @@ import numpy as np
 import torch
 
 from .indexed import open_dataset
-
-_PACK_STREAM = 0x7061636B  # separates the packing shuffle from the epoch shuffles
 
 
 def epoch_permutation(n: int, seed: int, epoch: int = 0, phase: int = 0) -> np.ndarray:
@@ -57,11 +53,11 @@ class SFTDataset(torch.utils.data.Dataset):
 
     active_ids: restrict to these sample ids (e.g. the WD-DS active set); kept in storage order; an
     unknown id raises KeyError. `sample_ids` lists this view's samples in order (before packing);
-    `all_sample_ids` every stored sample. Deterministic given `seed` (packing order, `epoch_order`).
+    `all_sample_ids` every stored sample. Deterministic given `seed` (`epoch_order`).
     """
 
     def __init__(self, path_prefix: str, seq_length: int, *, pad_token_id: int, seed: int = 0,
-                 active_ids: Iterable[str] | None = None, pack: bool = False):
+                 active_ids: Iterable[str] | None = None):
         if seq_length < 1:
             raise ValueError(f"seq_length must be >= 1, got {seq_length}")
         self.manifest, self._tokens, self._mask, records = open_dataset(path_prefix)
@@ -69,7 +65,7 @@ class SFTDataset(torch.utils.data.Dataset):
         if not isinstance(pad_token_id, (int, np.integer)) or not 0 <= pad_token_id < vocab:
             raise ValueError(f"pad_token_id {pad_token_id!r} must be an int in [0, {vocab})")
         self.path_prefix, self.seq_length, self.pad_token_id = str(path_prefix), int(seq_length), int(pad_token_id)
-        self.seed, self.pack = int(seed), bool(pack)
+        self.seed = int(seed)
         self.all_sample_ids = [r["id"] for r in records]
         if active_ids is None:
             self._index = np.arange(len(records), dtype=np.int64)
@@ -84,37 +80,21 @@ class SFTDataset(torch.utils.data.Dataset):
         lengths = np.asarray(self._tokens.sequence_lengths, dtype=np.int64)[self._index]
         self._positions = np.minimum(lengths - 1, self.seq_length)  # label positions per sample
         self.num_truncated = int(np.sum(lengths - 1 > self.seq_length))
-        if self.pack:
-            self._bin_offsets, self._bin_members = self._pack()
 
-    def _pack(self) -> tuple[np.ndarray, np.ndarray]:
-        """Next-fit over a seed-shuffled order: a row is closed when the next sample does not fit."""
-        order = np.random.default_rng([self.seed, _PACK_STREAM]).permutation(len(self._index))
-        offsets, members, used = [0], [], 0
-        for k in order:
-            cost = int(self._positions[k])
-            if cost <= 0:
-                continue
-            if used and used + cost > self.seq_length:
-                offsets.append(len(members))
-                used = 0
-            members.append(k)
-            used += cost
-        if members and offsets[-1] != len(members):
-            offsets.append(len(members))
-        return np.asarray(offsets, dtype=np.int64), np.asarray(members, dtype=np.int64)
+    @property
+    def sample_lengths(self) -> np.ndarray:
+        """Label positions of each item (n-1 for a sample of n ids, at most seq_length)."""
+        return self._positions
 
     def __len__(self) -> int:
-        return len(self._bin_offsets) - 1 if self.pack else len(self._index)
+        return len(self._index)
 
     def epoch_order(self, epoch: int, phase: int = 0) -> np.ndarray:
         """Shuffled item indices for `epoch` of training phase `phase` (same on every rank)."""
         return epoch_permutation(len(self), self.seed, epoch, phase)
 
     def index_of(self, sample_id: str) -> int:
-        """Item index of a sample id (unpacked datasets)."""
-        if self.pack:
-            raise ValueError("index_of is for unpacked datasets")
+        """Item index of a sample id."""
         if not hasattr(self, "_where"):
             self._where = {sid: i for i, sid in enumerate(self.sample_ids)}
         return self._where[sample_id]
@@ -131,20 +111,13 @@ class SFTDataset(torch.utils.data.Dataset):
             raise IndexError(i)
         i %= len(self)
         s = self.seq_length
+        ids, mask = self._read(i)
+        n = len(ids) - 1
         tokens = np.full(s, self.pad_token_id, dtype=np.int64)
         labels = np.full(s, self.pad_token_id, dtype=np.int64)
         loss_mask = np.zeros(s, dtype=np.float32)
-        position_ids = np.arange(s, dtype=np.int64)
-        members = self._bin_members[self._bin_offsets[i]:self._bin_offsets[i + 1]] if self.pack else [i]
-        at = 0
-        for k in members:
-            ids, mask = self._read(int(k))
-            n = len(ids) - 1
-            tokens[at:at + n], labels[at:at + n], loss_mask[at:at + n] = ids[:-1], ids[1:], mask[1:]
-            position_ids[at:at + n] = np.arange(n)
-            at += n
-        if self.pack:  # the padding tail counts as one more segment; unpacked rows keep 0..S-1
-            position_ids[at:] = np.arange(s - at)
+        segment_ids = np.zeros(s, dtype=np.int64)
+        tokens[:n], labels[:n], loss_mask[:n], segment_ids[:n] = ids[:-1], ids[1:], mask[1:], 1
         return {"tokens": torch.from_numpy(tokens), "labels": torch.from_numpy(labels),
-                "loss_mask": torch.from_numpy(loss_mask), "position_ids": torch.from_numpy(position_ids),
-                "sample_id": "+".join(self.sample_ids[int(k)] for k in members)}
+                "loss_mask": torch.from_numpy(loss_mask), "position_ids": torch.arange(s, dtype=torch.int64),
+                "segment_ids": torch.from_numpy(segment_ids), "sample_id": self.sample_ids[i]}

@@ -244,6 +244,7 @@ def build_gpt_model(tcfg, arch: ArchInfo, *, pre_process: bool | None = None, po
     if arch.model_type == gemma3.MODEL_TYPE:
         gemma3.scale_embeddings(model, tcfg.hidden_size)
     model.unpadded_vocab_size = arch.vocab_size  # losses leave the padding rows out of the softmax
+    model.transformer_impl = arch.transformer_impl  # how packed rows keep attention per sample (packed_attention.py)
     # Every parameter in params_dtype, as megatron's Float16Module would leave it: torch's RMSNorm (the
     # local spec's norm without TE) creates its weight in fp32, and megatron's non-distributed
     # Float16Optimizer maps only bf16/fp16 parameters to checkpoint keys. Parameters only: buffers

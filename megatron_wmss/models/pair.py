@@ -53,11 +53,11 @@ class WeakStrongPair(torch.nn.Module):
         self.strong.set_input_tensor(input_tensor[..., :half])
         self.weak.set_input_tensor(input_tensor[..., half:])
 
-    def forward(self, input_ids, position_ids, attention_mask=None):
+    def forward(self, input_ids, position_ids, attention_mask=None, packed_seq_params=None):
         """Non-last stages: [s, b, 2h]. Last stage: (h_strong, h_weak), final hidden states [s, b, h]."""
-        h_strong = self.strong(input_ids, position_ids, attention_mask)
+        h_strong = self.strong(input_ids, position_ids, attention_mask, packed_seq_params=packed_seq_params)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_weak):
-            h_weak = self.weak(input_ids, position_ids, attention_mask)
+            h_weak = self.weak(input_ids, position_ids, attention_mask, packed_seq_params=packed_seq_params)
         if not self.post_process:
             return torch.cat([h_strong, h_weak], dim=-1)
         return h_strong, h_weak

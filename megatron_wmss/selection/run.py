@@ -26,7 +26,8 @@ def build_scoring_pair(cfg, hf_config: dict, weak_ckpt: str | Path, strong_ckpt:
 
 
 def run_selection(cfg, *, dataset, hf_config: dict, weak_ckpt, strong_ckpt, out_dir, seed: int) -> dict:
-    """Score (resumable), then on rank 0 write active_set.txt / summary.json / entropy_hist.png.
+    """Score `dataset`'s samples (resumable; one sample per item, packed into rows for scoring when
+    data.pack), then on rank 0 write active_set.txt / summary.json / entropy_hist.png.
     Returns the summary (on every rank). Skips everything if `out_dir/active_set.txt` exists."""
     import torch.distributed as dist
 
@@ -38,7 +39,7 @@ def run_selection(cfg, *, dataset, hf_config: dict, weak_ckpt, strong_ckpt, out_
         return json.loads((out_dir / "summary.json").read_text())
     pair = build_scoring_pair(cfg, hf_config, weak_ckpt, strong_ckpt)
     score_dataset(pair, dataset, out_dir, micro_batch_size=cfg.training.micro_batch_size,
-                  seq_length=cfg.data.seq_length)
+                  seq_length=cfg.data.seq_length, pack=cfg.data.pack, seed=cfg.data.seed)
     if dist.get_rank() == 0:
         selection = select_active_set(read_scores(out_dir), dataset.sample_ids, cfg.wmss, seed)
         write_selection(out_dir, selection)

@@ -15,10 +15,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
+from megatron_wmss.data.packing import pack_bins, pack_row, segment_ids
 from megatron_wmss.distributed import batch_to_device, compute_device
+from megatron_wmss.models.packed_attention import attention_inputs
 
 
 def read_scores(out_dir: str | Path) -> dict[str, dict]:
@@ -45,36 +48,62 @@ def _entropy_forward_step(data_iterator, model):
     from megatron_wmss.losses import linear_vocab_parallel_entropy
 
     batch = batch_to_device(next(data_iterator))
-    output = model(batch["tokens"], batch["position_ids"], attention_mask=None)
+    output = model(batch["tokens"], batch["position_ids"], **attention_inputs(batch, model))
 
     def per_sample_entropy(hidden):
         h_strong, h_weak = hidden
         mask = batch["loss_mask"].transpose(0, 1) > 0  # [s, b]
-        scores = {"tokens": mask.double().sum(dim=0)}
+        # Column (j, k) of [s, b * K] covers the k-th sample of row j (K samples at most per row).
+        segments = segment_ids(batch).transpose(0, 1)
+        members = torch.arange(1, int(segments.max()) + 1, device=segments.device)
+        in_sample = (mask.unsqueeze(-1) & (segments.unsqueeze(-1) == members)).flatten(1)  # [s, b * K]
+        shape = (mask.shape[1], len(members))
+        scores = {"tokens": in_sample.double().sum(dim=0).view(shape)}
         for name, h, branch in (("h_strong", h_strong, model.strong), ("h_weak", h_weak, model.weak)):
             # Only the supervised positions: the prompt's entropies would be multiplied by 0 anyway.
             entropy = torch.zeros(mask.shape, dtype=torch.float64, device=h.device)
             entropy[mask] = linear_vocab_parallel_entropy(h[mask], branch.output_weight(),
                                                           vocab_size=branch.unpadded_vocab_size).double()
-            scores[name] = token_averaged_entropy(entropy, mask)
+            per_column = entropy.repeat_interleave(len(members), dim=1)
+            scores[name] = token_averaged_entropy(per_column, in_sample).view(shape)
         return torch.zeros(()), scores
 
     return output, per_sample_entropy
 
 
+def _rows(dataset, todo: list[int], seq_length: int, pack: bool, seed: int) -> list[list[int]]:
+    """The rows to score, each a list of dataset indices: one sample per row, or `todo` packed by
+    `pack_bins` with `seed` (a sample without label positions gets a row of its own)."""
+    if not pack:
+        return [[i] for i in todo]
+    lengths = np.asarray(dataset.sample_lengths)[todo]
+    rows = [[todo[k] for k in row] for row in pack_bins(lengths, seq_length, seed)]
+    return rows + [[i] for i, n in zip(todo, lengths) if n <= 0]
+
+
+def _row_item(dataset, members: list[int], pack: bool) -> dict:
+    if not pack:
+        return dataset[members[0]]
+    lengths = np.minimum(np.asarray(dataset.sample_lengths)[members], dataset.seq_length)
+    return pack_row([dataset[i] for i in members], lengths, dataset.seq_length, dataset.pad_token_id)
+
+
 def score_dataset(pair, dataset, out_dir: str | Path, *, micro_batch_size: int, seq_length: int,
-                  progress: bool = True) -> dict[str, dict]:
-    """Score every sample of `dataset` not yet in `out_dir`; return all records (on every rank)."""
+                  pack: bool = False, seed: int = 0, progress: bool = True) -> dict[str, dict]:
+    """Score every sample of `dataset` not yet in `out_dir`; return all records (on every rank). With
+    `pack` the samples are scored packed into rows (data/packing.py, order from `seed`), attention and
+    Eq. 7 averages kept per sample; `dataset` then needs `sample_lengths` and `pad_token_id`."""
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     from megatron_wmss.data import dp_shard
     from megatron_wmss.distributed import current_layout
+    from megatron_wmss.training.batches import stack_items
 
     layout = current_layout()
     out_dir = Path(out_dir)
     done = read_scores(out_dir)
-    todo = [i for i, sid in enumerate(dataset.sample_ids) if sid not in done]
-    mine = dp_shard(todo, layout.dp_rank, layout.dp, drop_last=False).tolist() if todo else []
+    rows = _rows(dataset, [i for i, sid in enumerate(dataset.sample_ids) if sid not in done], seq_length, pack, seed)
+    mine = dp_shard(len(rows), layout.dp_rank, layout.dp, drop_last=False).tolist() if rows else []
     steps = torch.tensor([len(mine)], device=compute_device())
     dist.all_reduce(steps, op=dist.ReduceOp.MAX)  # every rank runs the same number of micro-batches
     writer = layout.is_last_stage and layout.tp_rank == 0
@@ -85,14 +114,13 @@ def score_dataset(pair, dataset, out_dir: str | Path, *, micro_batch_size: int, 
     if progress and writer and layout.dp_rank == 0:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), desc="WD-DS scoring", unit="sample", disable=None)
+        bar = tqdm(total=sum(map(len, rows)), desc="WD-DS scoring", unit="sample", disable=None)
     forward_backward = get_forward_backward_func()
     pair.eval()
     for start in range(0, int(steps.item()), micro_batch_size):
         indices = mine[start:start + micro_batch_size] or mine[-1:] or [0]
         indices = indices + indices[-1:] * (micro_batch_size - len(indices))  # pad the last micro-batch
-        items = [dataset[i] for i in indices]
-        batch = {k: torch.stack([it[k] for it in items]) for k in ("tokens", "labels", "loss_mask", "position_ids")}
+        batch = stack_items([_row_item(dataset, rows[r], pack) if rows else dataset[0] for r in indices])
         with torch.no_grad():
             results = forward_backward(forward_step_func=_entropy_forward_step, data_iterator=iter([batch]),
                                        model=pair, num_microbatches=1, seq_length=seq_length,
@@ -101,17 +129,18 @@ def score_dataset(pair, dataset, out_dir: str | Path, *, micro_batch_size: int, 
             continue
         scores, lines, seen = results[0], [], set()
         valid = mine[start:start + micro_batch_size]
-        for j, i in enumerate(indices[:len(valid)]):
-            sid = dataset.sample_ids[i]
-            if sid in seen:
-                continue
-            seen.add(sid)
-            lines.append(json.dumps({"id": sid, "tokens": int(scores["tokens"][j].item()),
-                                     "h_strong": scores["h_strong"][j].item(), "h_weak": scores["h_weak"][j].item()}))
+        for j, members in enumerate(batch["member_ids"][:len(valid)]):
+            for k, sid in enumerate(members):
+                if sid in seen:
+                    continue
+                seen.add(sid)
+                lines.append(json.dumps({"id": sid, "tokens": int(scores["tokens"][j, k].item()),
+                                         "h_strong": scores["h_strong"][j, k].item(),
+                                         "h_weak": scores["h_weak"][j, k].item()}))
         with path.open("a") as fh:
             fh.write("".join(line + "\n" for line in lines))
         if bar is not None:
-            bar.update(len(valid) * layout.dp)
+            bar.update(sum(len(rows[r]) for r in valid) * layout.dp)
     if bar is not None:
         bar.close()
     dist.barrier()

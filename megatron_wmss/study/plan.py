@@ -183,10 +183,10 @@ class StudyPlan:
                    is_done=lambda: (out / "active_set.txt").is_file() and (out / "summary.json").is_file())
 
     def _write_random_set(self, seed: int) -> None:
-        from megatron_wmss.data import open_sft_dataset
+        from megatron_wmss.data import open_samples
 
         active = (self.select_dir(seed) / "active_set.txt").read_text().split()
-        ids = random_subset(open_sft_dataset(self.cfg.data).sample_ids, len(set(active)), seed)
+        ids = random_subset(open_samples(self.cfg.data).sample_ids, len(set(active)), seed)
         tmp = self.select_dir(seed) / "random_set.txt.tmp"
         tmp.write_text("".join(i + "\n" for i in ids))
         tmp.replace(self.select_dir(seed) / "random_set.txt")

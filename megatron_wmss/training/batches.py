@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -48,18 +49,25 @@ class GlobalBatchSchedule:
     def micro_batches(self, step: int) -> list[dict]:
         """This rank's micro-batches for `step`, each a dict of stacked [b, s] tensors + sample ids."""
         samples = [self.dataset[i] for i in self.rank_samples(step)]
-        out = []
-        for m in range(self.num_microbatches):
-            chunk = samples[m * self.micro_batch_size:(m + 1) * self.micro_batch_size]
-            batch = {k: torch.stack([s[k] for s in chunk]) for k in ("tokens", "labels", "loss_mask", "position_ids")}
-            batch["sample_ids"] = [s["sample_id"] for s in chunk]
-            out.append(batch)
-        return out
+        return [stack_items(samples[m * self.micro_batch_size:(m + 1) * self.micro_batch_size])
+                for m in range(self.num_microbatches)]
+
+
+def stack_items(items: list[dict]) -> dict:
+    """A micro-batch from dataset items: their [s] tensors stacked to [b, s] (segment_ids when the items
+    have them), `sample_ids` (one str per row) and `member_ids` (per row, the ids of its samples: one for
+    an unpacked item, several for a packed row, data/packing.py)."""
+    keys = ("tokens", "labels", "loss_mask", "position_ids") + (("segment_ids",) if "segment_ids" in items[0] else ())
+    batch = {k: torch.stack([item[k] for item in items]) for k in keys}
+    batch["sample_ids"] = [item["sample_id"] for item in items]
+    batch["member_ids"] = [item.get("member_ids", [item["sample_id"]]) for item in items]
+    return batch
 
 
 class ActiveSubset(torch.utils.data.Dataset):
     """The WD-DS active set as a view of the full dataset. Ids may repeat (wmss.dedupe=false keeps the
-    drawn multiset): a repeated id is trained on as often as it was drawn."""
+    drawn multiset): a repeated id is trained on as often as it was drawn. Packable (data/packing.py):
+    it passes on the dataset's `seq_length`, `pad_token_id` and per-item `sample_lengths`."""
 
     def __init__(self, dataset, sample_ids: list[str]):
         if not sample_ids:
@@ -68,6 +76,12 @@ class ActiveSubset(torch.utils.data.Dataset):
         self.indices = [dataset.index_of(sid) for sid in sample_ids]
         self.sample_ids = list(sample_ids)
         self.seed = getattr(dataset, "seed", 0)
+        self.seq_length, self.pad_token_id = getattr(dataset, "seq_length", None), getattr(dataset, "pad_token_id", None)
+
+    @property
+    def sample_lengths(self):
+        """Label positions of each item (a repeated id counts each time)."""
+        return np.asarray(self.dataset.sample_lengths)[self.indices]
 
     @classmethod
     def from_file(cls, dataset, path) -> "ActiveSubset":

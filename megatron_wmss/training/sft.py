@@ -6,6 +6,7 @@ from __future__ import annotations
 from megatron.core.utils import unwrap_model
 
 from megatron_wmss.distributed import batch_to_device
+from megatron_wmss.models.packed_attention import attention_inputs
 from megatron_wmss.training.train_module import TrainModule, masked_labels, reduced
 
 
@@ -34,7 +35,7 @@ class SFT(TrainModule):
         from megatron_wmss.losses import linear_cross_entropy
 
         batch = batch_to_device(next(data_iterator))
-        hidden = model(batch["tokens"], batch["position_ids"], attention_mask=None)
+        hidden = model(batch["tokens"], batch["position_ids"], **attention_inputs(batch, model))
 
         def loss_func(h):
             gpt = unwrap_model(model)

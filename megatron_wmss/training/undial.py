@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 from megatron_wmss.distributed import batch_to_device
+from megatron_wmss.models.packed_attention import attention_inputs
 from megatron_wmss.errors import ConfigError
 from megatron_wmss.losses import IGNORE_INDEX
 from megatron_wmss.losses._common import EMPTY_MAX, vocab_shard
@@ -142,7 +143,7 @@ class UNDIAL(TrainModule):
         from megatron.core.utils import unwrap_model
 
         batch = batch_to_device(next(data_iterator))
-        output = model(batch["tokens"], batch["position_ids"], attention_mask=None)
+        output = model(batch["tokens"], batch["position_ids"], **attention_inputs(batch, model))
 
         def loss_func(hidden):
             h, h_ref = hidden

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from megatron_wmss.distributed import batch_to_device
+from megatron_wmss.models.packed_attention import attention_inputs
 from megatron_wmss.errors import ConfigError
 from megatron_wmss.training.train_module import TrainModule, build_pair, masked_labels, reduced
 
@@ -47,7 +48,7 @@ class WDJT(TrainModule):
         from megatron_wmss.losses import mixed_linear_cross_entropy
 
         batch = batch_to_device(next(data_iterator))
-        output = model(batch["tokens"], batch["position_ids"], attention_mask=None)
+        output = model(batch["tokens"], batch["position_ids"], **attention_inputs(batch, model))
 
         def loss_func(hidden):
             h_strong, h_weak = hidden
