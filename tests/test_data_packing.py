@@ -94,3 +94,19 @@ def test_attention_inputs_per_implementation():
         attention_inputs(packed, _model(window_size=(7, 0)))
     with pytest.raises(ConfigError, match="data.pack"):
         attention_inputs(packed, _model(bf16=True))
+
+
+def test_pad_to_longest_cuts_after_the_longest_row_and_needs_pp1():
+    from megatron_wmss.config import load_config
+    from megatron_wmss.training.batches import trim_to_longest
+
+    batch = {"tokens": torch.arange(12).view(2, 6), "segment_ids": torch.tensor([[1, 1, 0, 0, 0, 0], [1, 2, 2, 0, 0, 0]]),
+             "sample_ids": ["a", "b"]}
+    cut = trim_to_longest(batch)
+    assert cut["tokens"].tolist() == [[0, 1, 2], [6, 7, 8]] and cut["sample_ids"] == ["a", "b"]
+    assert trim_to_longest({"tokens": batch["tokens"]})["tokens"].shape == (2, 6)
+    assert load_config(overrides=["data.pad_to=longest"]).data.pad_to == "longest"
+    with pytest.raises(ConfigError, match="data.pad_to"):
+        load_config(overrides=["data.pad_to=longest", "parallel.pp=2"])
+    with pytest.raises(ConfigError, match="data.pad_to"):
+        load_config(overrides=["data.pad_to=shortest"])
