@@ -5,7 +5,9 @@ Forward-only (no autograd, no optimizer state): both models run as a WeakStrongP
 schedules under TP/PP/DP; the last stage computes the vocab-parallel fp32 entropy from the final hidden
 states (never the full logits). The dataset gives labels already shifted (labels[t] = token t+1, and
 loss_mask[t] = 1 iff labels[t] is supervised), so the distribution at position t, the one that predicts
-the supervised token, is the one averaged. Results are appended per micro-batch to
+the supervised token, is the one averaged. With data.pack the samples are scored packed into rows
+(attention kept per sample, models/packed_attention.py) and each row's entropies are averaged per
+segment, i.e. per sample: the scores of one sample per row up to float rounding. Results are appended to
 `<out>/scores/rank<dp>.jsonl`, keyed by the stable sample id, so an interrupted pass resumes where it
 stopped (also at another data-parallel size).
 """
