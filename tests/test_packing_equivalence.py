@@ -2,9 +2,11 @@
 WD-JT loss sums, token counts and gradients, and the same WD-DS per-sample scores (paper Eq. 7), within
 fp32 rounding, at TP=1 and TP=2 (megatron's local attention with the block-diagonal causal mask,
 models/packed_attention.py). The WD-JT check packs an active set whose ids repeat. Without the mask (a
-packed row as one causal sequence) the losses differ: the check can fail. Also data.pad_to=longest
+packed row as one causal sequence) the losses differ: the check can fail. A resumed packed scoring pass
+gives the uninterrupted scores bit for bit. Also data.pad_to=longest
 (micro-batches cut after their longest row) gives the full-length loss and gradients."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -113,9 +115,18 @@ def equivalence_rank(workdir, tp):
     wdjt = WDJT(WDJTConfig(lam=0.5))
     pair, _ = wdjt.build_model(tcfg, arch, {})
     out["wdjt"] = _compare(wdjt, pair, *batches(ActiveSubset(samples, ACTIVE)))
-    out["scores"] = {name: score_dataset(pair, samples, Path(workdir) / f"tp{tp}_{name}", micro_batch_size=2,
-                                         seq_length=SEQ_LENGTH, pack=name == "packed", seed=5, progress=False)
-                     for name in ("unpacked", "packed")}
+    def score(name, pack):
+        return score_dataset(pair, samples, Path(workdir) / f"tp{tp}_{name}", micro_batch_size=2,
+                             seq_length=SEQ_LENGTH, pack=pack, seed=5, progress=False)
+
+    out["scores"] = {"unpacked": score("unpacked", False), "packed": score("packed", True)}
+    # An interrupted packed pass: half the samples already scored; the rest are scored in their rows.
+    if torch.distributed.get_rank() == 0:
+        (Path(workdir) / f"tp{tp}_resumed" / "scores").mkdir(parents=True)
+        (Path(workdir) / f"tp{tp}_resumed" / "scores" / "rank0.jsonl").write_text("".join(
+            json.dumps(out["scores"]["packed"][sid]) + "\n" for sid in samples.sample_ids[::2]))
+    torch.distributed.barrier()
+    out["scores"]["resumed"] = score("resumed", True)
     distributed.destroy()
     return out
 
@@ -157,3 +168,4 @@ def test_packed_wdds_scores_equal_unpacked(results):
         assert packed[sid]["tokens"] == want["tokens"]
         for key in ("h_strong", "h_weak"):
             assert packed[sid][key] == pytest.approx(want[key], rel=1e-5), (sid, key)
+    assert results["scores"]["resumed"] == packed  # a resumed packed pass: the same rows, the same bits
