@@ -55,8 +55,9 @@ class ParallelConfig:
 class DataConfig:
     path: str = ""  # prefix of the indexed dataset written by `wmss preprocess`
     seq_length: int = 4096
-    pack: bool = False
+    pack: bool = False  # first-fit-decreasing rows, attention kept per sample (docs/data.md "Packing")
     seed: int = 1234
+    pad_to: str = "seq_length"  # or "longest": each micro-batch cut after its longest row's content (pp = 1)
 
 
 @dataclass
@@ -248,6 +249,9 @@ def validate(cfg: Config) -> None:
     _check(not p.sequence_parallel or d.seq_length % p.tp == 0, "parallel.sequence_parallel",
            f"the sequence is split over the {p.tp} tensor-parallel ranks: data.seq_length ({d.seq_length}) "
            f"must be divisible by parallel.tp")
+    _check(d.pad_to in ("seq_length", "longest"), "data.pad_to", "one of seq_length/longest")
+    _check(d.pad_to == "seq_length" or p.pp == 1, "data.pad_to", "longest needs parallel.pp=1 (the pipeline "
+           "schedule sends [seq_length, b, h] tensors between stages); use data.pad_to=seq_length")
     _check(t.objective in OBJECTIVES, "training.objective", "one of " + "/".join(OBJECTIVES))
     _check(t.epochs > 0, "training.epochs", "must be > 0")
     _check(t.train_iters is None or t.train_iters > 0, "training.train_iters", "must be > 0")

@@ -56,16 +56,6 @@ def test_unimplemented_options_are_refused_by_name(overrides, message):
         load_config(overrides=overrides)
 
 
-def test_wmss_run_refuses_packed_data(tmp_path):
-    """WD-DS scores one sample per row: `wmss run` stops on data.pack before any process group exists."""
-    from megatron_wmss.commands.run import main as run_main
-
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"model:\n  hf_path: {tmp_path}\ndata:\n  path: {tmp_path}/d\n  pack: true\n")
-    with pytest.raises(ConfigError, match=r"data\.pack: wmss run needs unpacked rows"):
-        run_main(["--config", str(recipe), f"run_dir={tmp_path}/run"])
-
-
 def test_sequence_parallel_needs_a_sequence_divisible_by_tp():
     with pytest.raises(ConfigError, match=r"parallel\.sequence_parallel: .*data\.seq_length \(4098\) must be "
                                           r"divisible by parallel\.tp"):

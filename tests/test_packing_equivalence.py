@@ -2,8 +2,11 @@
 WD-JT loss sums, token counts and gradients, and the same WD-DS per-sample scores (paper Eq. 7), within
 fp32 rounding, at TP=1 and TP=2 (megatron's local attention with the block-diagonal causal mask,
 models/packed_attention.py). The WD-JT check packs an active set whose ids repeat. Without the mask (a
-packed row as one causal sequence) the losses differ: the check can fail."""
+packed row as one causal sequence) the losses differ: the check can fail. A resumed packed scoring pass
+gives the uninterrupted scores bit for bit. Also data.pad_to=longest
+(micro-batches cut after their longest row) gives the full-length loss and gradients."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -57,18 +60,24 @@ def _loss_and_grads(module, model, batch):
     return loss.item(), int(tokens), grads
 
 
+def _difference(module, model, want, got) -> dict:
+    """Relative differences of loss and gradients of batch `got` from batch `want`."""
+    (loss_w, tokens_w, grads_w), (loss_g, tokens_g, grads_g) = (
+        _loss_and_grads(module, model, b) for b in (want, got))
+    grad_diff = max((grads_g[n] - g).abs().max().item() / g.abs().max().clamp_min(1e-12).item()
+                    for n, g in grads_w.items())
+    return {"loss": abs(loss_g - loss_w) / abs(loss_w), "tokens": (tokens_w, tokens_g),
+            "grads": grad_diff, "same_params": sorted(grads_w) == sorted(grads_g)}
+
+
 def _compare(module, model, unpacked, packed) -> dict:
-    """Relative differences of loss and gradients between the unpacked and the packed batch."""
-    (loss_u, tokens_u, grads_u), (loss_p, tokens_p, grads_p) = (
-        _loss_and_grads(module, model, b) for b in (unpacked, packed))
+    """Packed vs unpacked; also the packed rows without their segments (one causal sequence per row:
+    samples see the ones before them), which must differ."""
     leaky = dict(packed)
-    del leaky["segment_ids"]  # one causal sequence per row: samples see the ones before them
-    loss_leaky = _loss_and_grads(module, model, leaky)[0]
-    grad_diff = max((grads_p[n] - g).abs().max().item() / g.abs().max().clamp_min(1e-12).item()
-                    for n, g in grads_u.items())
-    return {"loss": abs(loss_p - loss_u) / abs(loss_u), "tokens": (tokens_u, tokens_p),
-            "grads": grad_diff, "same_params": sorted(grads_u) == sorted(grads_p),
-            "leaky_loss": abs(loss_leaky - loss_u) / abs(loss_u)}
+    del leaky["segment_ids"]
+    out = _difference(module, model, unpacked, packed)
+    out["leaky_loss"] = _difference(module, model, unpacked, leaky)["loss"]
+    return out
 
 
 def equivalence_rank(workdir, tp):
@@ -77,7 +86,7 @@ def equivalence_rank(workdir, tp):
     from megatron_wmss.data.packing import PackedDataset
     from megatron_wmss.models.build import transformer_config_from_hf
     from megatron_wmss.selection.scoring import score_dataset
-    from megatron_wmss.training.batches import ActiveSubset, stack_items
+    from megatron_wmss.training.batches import ActiveSubset, stack_items, trim_to_longest
     from megatron_wmss.training.sft import SFT
     from megatron_wmss.training.wdjt import WDJT, WDJTConfig
 
@@ -98,13 +107,26 @@ def equivalence_rank(workdir, tp):
     torch.manual_seed(3)
     sft = SFT()
     model, _ = sft.build_model(tcfg, arch, {})
-    out["sft"] = _compare(sft, model, *batches(samples))
+    unpacked, packed = batches(samples)
+    out["sft"] = _compare(sft, model, unpacked, packed)
+    out["pad_to_longest"] = {name: _difference(sft, model, batch, trim_to_longest(batch))
+                             | {"width": trim_to_longest(batch)["tokens"].shape[1]}
+                             for name, batch in (("unpacked", unpacked), ("packed", packed))}
     wdjt = WDJT(WDJTConfig(lam=0.5))
     pair, _ = wdjt.build_model(tcfg, arch, {})
     out["wdjt"] = _compare(wdjt, pair, *batches(ActiveSubset(samples, ACTIVE)))
-    out["scores"] = {name: score_dataset(pair, samples, Path(workdir) / f"tp{tp}_{name}", micro_batch_size=2,
-                                         seq_length=SEQ_LENGTH, pack=name == "packed", seed=5, progress=False)
-                     for name in ("unpacked", "packed")}
+    def score(name, pack):
+        return score_dataset(pair, samples, Path(workdir) / f"tp{tp}_{name}", micro_batch_size=2,
+                             seq_length=SEQ_LENGTH, pack=pack, seed=5, progress=False)
+
+    out["scores"] = {"unpacked": score("unpacked", False), "packed": score("packed", True)}
+    # An interrupted packed pass: half the samples already scored; the rest are scored in their rows.
+    if torch.distributed.get_rank() == 0:
+        (Path(workdir) / f"tp{tp}_resumed" / "scores").mkdir(parents=True)
+        (Path(workdir) / f"tp{tp}_resumed" / "scores" / "rank0.jsonl").write_text("".join(
+            json.dumps(out["scores"]["packed"][sid]) + "\n" for sid in samples.sample_ids[::2]))
+    torch.distributed.barrier()
+    out["scores"]["resumed"] = score("resumed", True)
     distributed.destroy()
     return out
 
@@ -112,7 +134,8 @@ def equivalence_rank(workdir, tp):
 @pytest.fixture(scope="module", params=[1, 2], ids=["tp1", "tp2"])
 def results(request, tmp_path_factory):
     """Rank 0's comparisons (one process launch per TP size)."""
-    return run_ranks(equivalence_rank, request.param, str(tmp_path_factory.mktemp("packing")), request.param)[0]
+    return run_ranks(equivalence_rank, request.param, str(tmp_path_factory.mktemp("packing")), request.param,
+                     timeout_s=600)[0]
 
 
 def test_rows_hold_several_samples(results):
@@ -130,6 +153,14 @@ def test_packed_loss_and_gradients_equal_unpacked(results, objective):
     assert got["leaky_loss"] > 1e-3, "the packed rows' attention is not isolated: the mask has no effect"
 
 
+def test_pad_to_longest_gives_the_full_length_loss_and_gradients(results):
+    """data.pad_to=longest: micro-batches cut after their longest row train like full-length ones."""
+    assert results["pad_to_longest"]["unpacked"]["width"] == max(VarLenSamples().sample_lengths) < SEQ_LENGTH
+    for name, got in results["pad_to_longest"].items():
+        assert got["tokens"][0] == got["tokens"][1], name
+        assert got["loss"] < 1e-5 and got["grads"] < 1e-4, (name, got)
+
+
 def test_packed_wdds_scores_equal_unpacked(results):
     unpacked, packed = results["scores"]["unpacked"], results["scores"]["packed"]
     assert set(packed) == set(unpacked) == set(VarLenSamples().sample_ids)
@@ -137,3 +168,4 @@ def test_packed_wdds_scores_equal_unpacked(results):
         assert packed[sid]["tokens"] == want["tokens"]
         for key in ("h_strong", "h_weak"):
             assert packed[sid][key] == pytest.approx(want[key], rel=1e-5), (sid, key)
+    assert results["scores"]["resumed"] == packed  # a resumed packed pass: the same rows, the same bits

@@ -1,5 +1,6 @@
-"""`wmss run` end to end on CPU (K=2, then K=1 from the same run directory); SIGKILL inside each phase
-and re-running the same command finishes with the same final weights as an uninterrupted run."""
+"""`wmss run` end to end on CPU (K=2, then K=1 from the same run directory), on packed rows (data.pack:
+two samples per row, so every phase, WD-DS scoring included, runs packed); SIGKILL inside each phase and
+re-running the same command finishes with the same final weights as an uninterrupted run."""
 
 import json
 import os
@@ -20,7 +21,8 @@ model:
   make_vocab_size_divisible_by: 8
 data:
   path: {data}
-  seq_length: 48
+  seq_length: 128
+  pack: true
 training:
   global_batch_size: 4
   micro_batch_size: 1
@@ -84,6 +86,9 @@ def recipe(tmp_path_factory):
 def test_killed_run_resumes_to_the_same_weights(recipe, tmp_path):
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     _run(recipe, reference)
+    scored = (reference / "iter_1" / "select" / "scores" / "rank0.jsonl").read_text().splitlines()
+    samples = len({json.loads(line)["id"] for line in scored})  # every sample scored, from packed rows
+    assert json.loads((reference / "steps.json").read_text())["phase1_sft"] < samples / 4  # 4 rows a step
     kills_inside = sum(_kill_when(recipe, interrupted, marker) for marker in KILL_POINTS)
     assert kills_inside >= 3, "the runs finished their phases before the kills landed"
     _run(recipe, interrupted)

@@ -4,7 +4,8 @@
       --weak ckpt/M0 --strong ckpt/M1 --out runs/x/select_1
 
 Writes <out>/scores/rank*.jsonl (incremental; an interrupted pass resumes), active_set.txt,
-summary.json and entropy_hist.png.
+summary.json and entropy_hist.png. With data.pack=true the samples are scored packed into rows, with one
+score per sample as unpacked (selection/scoring.py).
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ Forward-only (no autograd, no optimizer state): both models run as a WeakStrongP
 schedules under TP/PP/DP; the last stage computes the vocab-parallel fp32 entropy from the final hidden
 states (never the full logits). The dataset gives labels already shifted (labels[t] = token t+1, and
 loss_mask[t] = 1 iff labels[t] is supervised), so the distribution at position t, the one that predicts
-the supervised token, is the one averaged. Results are appended per micro-batch to
+the supervised token, is the one averaged. With data.pack the samples are scored packed into rows
+(attention kept per sample, models/packed_attention.py) and each row's entropies are averaged per
+segment, i.e. per sample: the scores of one sample per row up to float rounding. Results are appended to
 `<out>/scores/rank<dp>.jsonl`, keyed by the stable sample id, so an interrupted pass resumes where it
 stopped (also at another data-parallel size).
 """
@@ -72,14 +74,17 @@ def _entropy_forward_step(data_iterator, model):
     return output, per_sample_entropy
 
 
-def _rows(dataset, todo: list[int], seq_length: int, pack: bool, seed: int) -> list[list[int]]:
-    """The rows to score, each a list of dataset indices: one sample per row, or `todo` packed by
-    `pack_bins` with `seed` (a sample without label positions gets a row of its own)."""
+def _rows(dataset, done, seq_length: int, pack: bool, seed: int) -> list[list[int]]:
+    """The rows still to score, each a list of dataset indices: one sample per row, or all samples packed
+    by `pack_bins` with `seed` (a sample without label positions gets a row of its own) and the rows with
+    a sample not yet `done` kept, so that a resumed pass scores each sample in the row it would have had."""
+    todo = [i for i, sid in enumerate(dataset.sample_ids) if sid not in done]
     if not pack:
         return [[i] for i in todo]
-    lengths = np.asarray(dataset.sample_lengths)[todo]
-    rows = [[todo[k] for k in row] for row in pack_bins(lengths, seq_length, seed)]
-    return rows + [[i] for i, n in zip(todo, lengths) if n <= 0]
+    lengths = np.asarray(dataset.sample_lengths)
+    rows = pack_bins(lengths, seq_length, seed) + [[i] for i in np.flatnonzero(lengths <= 0).tolist()]
+    todo = set(todo)
+    return [row for row in rows if todo.intersection(row)]
 
 
 def _row_item(dataset, members: list[int], pack: bool) -> dict:
@@ -103,7 +108,7 @@ def score_dataset(pair, dataset, out_dir: str | Path, *, micro_batch_size: int, 
     layout = current_layout()
     out_dir = Path(out_dir)
     done = read_scores(out_dir)
-    rows = _rows(dataset, [i for i, sid in enumerate(dataset.sample_ids) if sid not in done], seq_length, pack, seed)
+    rows = _rows(dataset, done, seq_length, pack, seed)
     mine = dp_shard(len(rows), layout.dp_rank, layout.dp, drop_last=False).tolist() if rows else []
     steps = torch.tensor([len(mine)], device=compute_device())
     dist.all_reduce(steps, op=dist.ReduceOp.MAX)  # every rank runs the same number of micro-batches
@@ -132,7 +137,7 @@ def score_dataset(pair, dataset, out_dir: str | Path, *, micro_batch_size: int, 
         valid = mine[start:start + micro_batch_size]
         for j, members in enumerate(batch["member_ids"][:len(valid)]):
             for k, sid in enumerate(members):
-                if sid in seen:
+                if sid in seen or sid in done:  # a resumed row may hold samples scored before
                     continue
                 seen.add(sid)
                 lines.append(json.dumps({"id": sid, "tokens": int(scores["tokens"][j, k].item()),

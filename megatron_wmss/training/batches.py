@@ -17,7 +17,8 @@ import torch
 
 class GlobalBatchSchedule:
     def __init__(self, dataset, *, global_batch_size: int, micro_batch_size: int, dp_size: int, dp_rank: int,
-                 epochs: float = 1.0, train_iters: int | None = None, phase: int = 0):
+                 epochs: float = 1.0, train_iters: int | None = None, phase: int = 0, pad_to_longest: bool = False,
+                 length_multiple: int = 1):
         per_rank, remainder = divmod(global_batch_size, dp_size)
         if remainder or per_rank % micro_batch_size:
             raise ValueError(
@@ -33,6 +34,7 @@ class GlobalBatchSchedule:
         self.num_microbatches = per_rank // micro_batch_size
         self.total_steps = train_iters or max(1, math.ceil(epochs * len(dataset) / global_batch_size))
         self.phase = phase
+        self.pad_to_longest, self.length_multiple = pad_to_longest, length_multiple
         self._orders: dict[int, list[int]] = {}
 
     def _sample_at(self, position: int) -> int:
@@ -49,8 +51,9 @@ class GlobalBatchSchedule:
     def micro_batches(self, step: int) -> list[dict]:
         """This rank's micro-batches for `step`, each a dict of stacked [b, s] tensors + sample ids."""
         samples = [self.dataset[i] for i in self.rank_samples(step)]
-        return [stack_items(samples[m * self.micro_batch_size:(m + 1) * self.micro_batch_size])
-                for m in range(self.num_microbatches)]
+        batches = [stack_items(samples[m * self.micro_batch_size:(m + 1) * self.micro_batch_size])
+                   for m in range(self.num_microbatches)]
+        return [trim_to_longest(b, self.length_multiple) for b in batches] if self.pad_to_longest else batches
 
 
 def stack_items(items: list[dict]) -> dict:
@@ -62,6 +65,19 @@ def stack_items(items: list[dict]) -> dict:
     batch["sample_ids"] = [item["sample_id"] for item in items]
     batch["member_ids"] = [item.get("member_ids", [item["sample_id"]]) for item in items]
     return batch
+
+
+def trim_to_longest(batch: dict, multiple: int = 1) -> dict:
+    """`data.pad_to=longest`: the micro-batch's [b, s] tensors cut after the last sample position of its
+    longest row (segment_ids > 0; a batch without segment ids is kept whole), rounded up to a multiple of
+    `multiple` (the TP size under sequence parallelism, which splits the sequence over the TP ranks).
+    Causal attention makes the kept positions' outputs, and so the loss, those of the full-length batch."""
+    if "segment_ids" not in batch:
+        return batch
+    used = torch.nonzero((batch["segment_ids"] > 0).any(dim=0))
+    length = int(used.max()) + 1 if len(used) else 1
+    length = min(-(-length // multiple) * multiple, batch["tokens"].shape[1])
+    return {k: v[:, :length] if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 class ActiveSubset(torch.utils.data.Dataset):

@@ -83,7 +83,9 @@ def train(cfg, *, dataset, hf_config: dict, init: dict, run_dir: str | Path, res
     layout = current_layout()
     schedule = GlobalBatchSchedule(dataset, global_batch_size=t.global_batch_size,
                                    micro_batch_size=t.micro_batch_size, dp_size=layout.dp, dp_rank=layout.dp_rank,
-                                   epochs=t.epochs, train_iters=t.train_iters, phase=t.data_phase)
+                                   epochs=t.epochs, train_iters=t.train_iters, phase=t.data_phase,
+                                   pad_to_longest=cfg.data.pad_to == "longest",
+                                   length_multiple=cfg.parallel.tp if cfg.parallel.sequence_parallel else 1)
     train_module = train_module_for(cfg)
     parts = build_components(cfg, train_module, hf_config, init, schedule.total_steps)
     distributed_optimizer = cfg.parallel.use_distributed_optimizer
