@@ -93,6 +93,13 @@ def pack_row(items: list[dict], lengths, seq_length: int, pad_token_id: int) -> 
     return row
 
 
+def pack_members(samples, members: list[int]) -> dict:
+    """The packed row of `samples`' items `members` (indices whose label positions fit one row); `samples`
+    offers `sample_lengths` (at most seq_length each), `seq_length` and `pad_token_id`."""
+    lengths = np.asarray(samples.sample_lengths)[members]
+    return pack_row([samples[k] for k in members], lengths, int(samples.seq_length), int(samples.pad_token_id))
+
+
 class PackedDataset(torch.utils.data.Dataset):
     """The samples of an unpacked dataset (an SFTDataset or an ActiveSubset of one, whose ids may
     repeat) packed into rows by `pack_bins` with `seed`. `samples` must offer `sample_lengths` (label
@@ -102,8 +109,7 @@ class PackedDataset(torch.utils.data.Dataset):
     def __init__(self, samples, *, seed: int):
         self.samples, self.seed = samples, int(seed)
         self.seq_length, self.pad_token_id = int(samples.seq_length), int(samples.pad_token_id)
-        self.lengths = np.minimum(np.asarray(samples.sample_lengths, dtype=np.int64), self.seq_length)
-        self.rows = pack_bins(self.lengths, self.seq_length, self.seed)
+        self.rows = pack_bins(samples.sample_lengths, self.seq_length, self.seed)
         if not self.rows:
             raise ValueError("no sample has a label position to pack")
 
@@ -111,9 +117,7 @@ class PackedDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> dict:
-        members = self.rows[i]
-        return pack_row([self.samples[k] for k in members], self.lengths[members], self.seq_length,
-                        self.pad_token_id)
+        return pack_members(self.samples, self.rows[i])
 
     def epoch_order(self, epoch: int, phase: int = 0) -> np.ndarray:
         """Shuffled row indices for `epoch` of training phase `phase` (same on every rank)."""

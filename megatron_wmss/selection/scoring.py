@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from megatron_wmss.data.packing import pack_bins, pack_row, segment_ids
+from megatron_wmss.data.packing import pack_bins, pack_members, segment_ids
 from megatron_wmss.distributed import batch_to_device, compute_device
 from megatron_wmss.models.packed_attention import attention_inputs
 
@@ -87,13 +87,6 @@ def _rows(dataset, done, seq_length: int, pack: bool, seed: int) -> list[list[in
     return [row for row in rows if todo.intersection(row)]
 
 
-def _row_item(dataset, members: list[int], pack: bool) -> dict:
-    if not pack:
-        return dataset[members[0]]
-    lengths = np.minimum(np.asarray(dataset.sample_lengths)[members], dataset.seq_length)
-    return pack_row([dataset[i] for i in members], lengths, dataset.seq_length, dataset.pad_token_id)
-
-
 def score_dataset(pair, dataset, out_dir: str | Path, *, micro_batch_size: int, seq_length: int,
                   pack: bool = False, seed: int = 0, progress: bool = True) -> dict[str, dict]:
     """Score every sample of `dataset` not yet in `out_dir`; return all records (on every rank). With
@@ -126,7 +119,8 @@ def score_dataset(pair, dataset, out_dir: str | Path, *, micro_batch_size: int, 
     for start in range(0, int(steps.item()), micro_batch_size):
         indices = mine[start:start + micro_batch_size] or mine[-1:] or [0]
         indices = indices + indices[-1:] * (micro_batch_size - len(indices))  # pad the last micro-batch
-        batch = stack_items([_row_item(dataset, rows[r], pack) if rows else dataset[0] for r in indices])
+        batch = stack_items([(pack_members(dataset, rows[r]) if pack else dataset[rows[r][0]]) if rows else dataset[0]
+                             for r in indices])
         with torch.no_grad():
             results = forward_backward(forward_step_func=_entropy_forward_step, data_iterator=iter([batch]),
                                        model=pair, num_microbatches=1, seq_length=seq_length,

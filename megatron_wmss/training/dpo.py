@@ -12,21 +12,12 @@ from __future__ import annotations
 import torch
 
 from megatron_wmss.distributed import batch_to_device
-from megatron_wmss.training.preference import flatten_pairs, pair_log_probs, pair_reduced
+from megatron_wmss.training.preference import PairObjective, flatten_pairs, pair_log_probs, pair_reduced
 from megatron_wmss.training.train_module import TrainModule, build_pair
 
 
-class DPO(TrainModule):
+class DPO(PairObjective, TrainModule):
     init_branches = ("model", "reference")
-    sequences_per_sample = 2
-    count_name = "pairs"
-
-    def __init__(self, config):
-        self.config = config
-
-    @classmethod
-    def from_recipe(cls, cfg) -> "DPO":
-        return cls(cfg.preference)
 
     def build_model(self, tcfg, arch, init: dict):
         return build_pair(tcfg, arch, init.get("model"), init.get("reference"), freeze_weak=True)

@@ -9,22 +9,12 @@ mean over pairs. Log-probs come from the fused vocab-parallel CE (no `[tokens, V
 from __future__ import annotations
 
 from megatron_wmss.distributed import batch_to_device
-from megatron_wmss.training.preference import flatten_pairs, pair_log_probs, pair_reduced
+from megatron_wmss.training.preference import PairObjective, flatten_pairs, pair_log_probs, pair_reduced
 from megatron_wmss.training.sft import SFT
 
 
-class ORPO(SFT):
+class ORPO(PairObjective, SFT):
     """SFT's model building and export; the pair loss instead of the token CE."""
-
-    sequences_per_sample = 2
-    count_name = "pairs"
-
-    def __init__(self, config):
-        self.config = config
-
-    @classmethod
-    def from_recipe(cls, cfg) -> "ORPO":
-        return cls(cfg.preference)
 
     def forward_step(self, data_iterator, model):
         """Logged next to the loss: the chosen NLL per token, the odds-ratio term, the log odds ratio

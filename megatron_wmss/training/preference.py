@@ -1,5 +1,5 @@
-"""What the preference objectives (dpo.py, orpo.py) share: their settings (recipe section `preference`),
-pair micro-batches and the per-pair loss convention.
+"""What the preference objectives (dpo.py, orpo.py) share: their settings (recipe section `preference`,
+`PairObjective`), pair micro-batches and the per-pair loss convention.
 
 A pair micro-batch holds b pairs as `[b, 2, S]` tensors (index 0 = chosen, 1 = rejected; data/pairs.py);
 the model runs on them as one `[2b, S]` batch with rows (chosen_0, rejected_0, chosen_1, ...). Forward
@@ -36,6 +36,21 @@ class PreferenceConfig:
             raise ConfigError(f"preference.label_smoothing: must be in [0, 0.5), got {self.label_smoothing}")
         if not self.orpo_lambda >= 0:
             raise ConfigError(f"preference.orpo_lambda: must be >= 0, got {self.orpo_lambda}")
+
+
+class PairObjective:
+    """Mixin of the preference train modules: pair items (two sequences each), losses counted in pairs,
+    settings from the recipe's `preference` section."""
+
+    sequences_per_sample = 2
+    count_name = "pairs"
+
+    def __init__(self, config: PreferenceConfig):
+        self.config = config
+
+    @classmethod
+    def from_recipe(cls, cfg):
+        return cls(cfg.preference)
 
 
 def flatten_pairs(batch: dict) -> dict:
