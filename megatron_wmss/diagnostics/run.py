@@ -88,12 +88,9 @@ def model_statistics(model, dataset, indices: list[int], *, micro_batch_size: in
 def build_model(cfg, hf_config: dict, checkpoint: str | Path):
     """One model at this rank's TP/PP layout, weights loaded, ending at its final hidden states."""
     from megatron_wmss.checkpoint import load_model
-    from megatron_wmss.models.build import build_gpt_model, transformer_config_from_hf
+    from megatron_wmss.models.build import build_gpt_model, transformer_config_from_recipe
 
-    m, p = cfg.model, cfg.parallel
-    tcfg, arch = transformer_config_from_hf(
-        hf_config, tp=p.tp, pp=p.pp, cp=p.cp, params_dtype=m.params_dtype, transformer_impl=m.transformer_impl,
-        make_vocab_size_divisible_by=m.make_vocab_size_divisible_by, sequence_parallel=p.sequence_parallel)
+    tcfg, arch = transformer_config_from_recipe(cfg, hf_config)
     model = build_gpt_model(tcfg, arch)
     load_model(model, checkpoint)
     model.return_hidden = True

@@ -189,6 +189,16 @@ def transformer_config_from_hf(hf_source: str | Path | dict, *, tp: int = 1, pp:
     return tcfg, arch
 
 
+def transformer_config_from_recipe(cfg, hf_config: dict, **extra: Any):
+    """`transformer_config_from_hf` with a recipe's model and parallel settings (layout, dtype,
+    implementation, vocab padding, sequence parallelism); `extra` adds the training-only ones (fp8,
+    recompute, per-token loss)."""
+    m, p = cfg.model, cfg.parallel
+    return transformer_config_from_hf(
+        hf_config, tp=p.tp, pp=p.pp, cp=p.cp, params_dtype=m.params_dtype, transformer_impl=m.transformer_impl,
+        make_vocab_size_divisible_by=m.make_vocab_size_divisible_by, sequence_parallel=p.sequence_parallel, **extra)
+
+
 def layer_spec(arch: ArchInfo, tcfg=None, vp_stage: int | None = None):
     """The megatron layer spec (Gemma-3: the decoder block spec of this stage, which needs `tcfg`)
     for this architecture and implementation."""

@@ -8,18 +8,11 @@ from pathlib import Path
 
 def build_scoring_pair(cfg, hf_config: dict, weak_ckpt: str | Path, strong_ckpt: str | Path):
     """Both models at this rank's TP/PP layout, weights loaded, no DDP and no optimizer state."""
-    from megatron_wmss.checkpoint import load_model
-    from megatron_wmss.models.build import build_gpt_model, transformer_config_from_hf
-    from megatron_wmss.models.pair import WeakStrongPair
+    from megatron_wmss.models.build import transformer_config_from_recipe
+    from megatron_wmss.training.train_module import build_pair
 
-    m, p = cfg.model, cfg.parallel
-    tcfg, arch = transformer_config_from_hf(
-        hf_config, tp=p.tp, pp=p.pp, cp=p.cp, params_dtype=m.params_dtype, transformer_impl=m.transformer_impl,
-        make_vocab_size_divisible_by=m.make_vocab_size_divisible_by, sequence_parallel=p.sequence_parallel)
-    strong, weak = build_gpt_model(tcfg, arch), build_gpt_model(tcfg, arch)
-    load_model(strong, strong_ckpt)
-    load_model(weak, weak_ckpt)
-    pair = WeakStrongPair(strong, weak, freeze_weak=True)
+    tcfg, arch = transformer_config_from_recipe(cfg, hf_config)
+    pair, _ = build_pair(tcfg, arch, strong_ckpt, weak_ckpt, freeze_weak=True)
     for param in pair.parameters():
         param.requires_grad_(False)
     return pair

@@ -26,15 +26,13 @@ def build_components(cfg, train_module, hf_config: dict, init: dict, total_steps
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
     from megatron_wmss.compat.cpu import mark_params_as_cuda
-    from megatron_wmss.models.build import transformer_config_from_hf
+    from megatron_wmss.models.build import transformer_config_from_recipe
 
     m, p, t = cfg.model, cfg.parallel, cfg.training
-    tcfg, arch = transformer_config_from_hf(
-        hf_config, tp=p.tp, pp=p.pp, cp=p.cp, params_dtype=m.params_dtype, transformer_impl=m.transformer_impl,
-        make_vocab_size_divisible_by=m.make_vocab_size_divisible_by, sequence_parallel=p.sequence_parallel,
-        fp8=m.fp8, fp8_recipe=m.fp8_recipe, fp8_margin=m.fp8_margin, fp8_amax_history_len=m.fp8_amax_history_len,
-        fp8_amax_compute_algo=m.fp8_amax_compute_algo, recompute_granularity=m.recompute_granularity,
-        calculate_per_token_loss=True)
+    tcfg, arch = transformer_config_from_recipe(
+        cfg, hf_config, fp8=m.fp8, fp8_recipe=m.fp8_recipe, fp8_margin=m.fp8_margin,
+        fp8_amax_history_len=m.fp8_amax_history_len, fp8_amax_compute_algo=m.fp8_amax_compute_algo,
+        recompute_granularity=m.recompute_granularity, calculate_per_token_loss=True)
     module, finalize = train_module.build_model(tcfg, arch, init)
     schedule_config = module.config  # what megatron's schedules read (hidden 2h for the pair)
     model = DistributedDataParallel(
